@@ -1,0 +1,14 @@
+"""NanoFlow, C=64, K=8.
+
+    python train.py --config=configs/nanoflow_c64.py --workdir=runs/nanoflow_c64 --config.data.path=/data/LJSpeech-1.1
+"""
+
+import ml_collections
+
+from configs import wave_g16
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = wave_g16.get_config()
+    c.model.channels = 64
+    return c

@@ -1,0 +1,32 @@
+"""nanoflow_jax: NanoFlow (Lee, Kim, Yoon, NeurIPS 2020) and WaveFlow in JAX / Flax.
+
+    import nanoflow_jax as nf
+    model = nf.build_model(config.model)
+    params = model.init(rng, audio, mel)
+    z, logdet = model.apply(params, audio, mel)
+    audio = model.apply(params, z, mel, method="inverse")
+    loss = nf.nll(z, logdet)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nanoflow_jax.config import ModelConfig, config_from_official
+from nanoflow_jax.convert import load_official
+from nanoflow_jax.losses import nll
+from nanoflow_jax.models import AudioFlow
+from nanoflow_jax.params import count_params, inference_params, init_params
+
+__version__ = "0.1.0"
+
+
+def build_model(model_config: Any) -> AudioFlow:
+    """The flow model for a config's `model` section (ConfigDict, dict or ModelConfig)."""
+    return AudioFlow(ModelConfig.from_any(model_config))
+
+
+__all__ = [
+    "AudioFlow", "ModelConfig", "build_model", "config_from_official", "count_params", "inference_params",
+    "init_params", "load_official", "nll",
+]

@@ -1,0 +1,224 @@
+"""Official PyTorch NanoFlow / WaveFlow checkpoints -> our params.
+
+`load_official(state_dict_or_path, official_config)` returns `(model, params)` in the training form
+(weight norm kept). A `.pt` checkpoint is read without PyTorch (a restricted unpickler over the zip
+archive), so converting needs no torch install.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from nanoflow_jax.config import ModelConfig, config_from_official
+from nanoflow_jax.models import AudioFlow
+
+# Buffers the official code keeps in its state_dict that we recompute instead.
+_IGNORED = ("h_cache",)
+
+
+# -- reading a .pt without torch ---------------------------------------------------------------------
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+    "BFloat16Storage": None, "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
+    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+
+
+class _Opaque:
+    """Stands in for any class in the pickle we do not need (optimizer internals and the like)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    arr = storage[offset:]
+    if not size:
+        return arr[:1].reshape(()).copy()
+    return np.lib.stride_tricks.as_strided(arr, tuple(size), tuple(s * arr.itemsize for s in stride)).copy()
+
+
+def _rebuild_parameter(data, *_):
+    return data
+
+
+def read_torch_checkpoint(path: str | os.PathLike) -> Any:
+    """Load a PyTorch zip checkpoint into plain Python containers and numpy arrays."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e})") from None
+    with zf:
+        pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
+        if not pkl:
+            raise ValueError(f"{path} has no data.pkl: not a PyTorch zip checkpoint")
+        root = pkl[0][: -len("data.pkl")]
+        loaded: dict[str, np.ndarray] = {}
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module == "collections" and name == "OrderedDict":
+                    import collections
+
+                    return collections.OrderedDict
+                if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+                    return _rebuild_tensor
+                if module == "torch._utils" and name == "_rebuild_parameter":
+                    return _rebuild_parameter
+                if module == "torch" and name in _STORAGE_DTYPES:
+                    return name
+                return _Opaque
+
+            def persistent_load(self, pid):
+                _, storage_type, key, _, _ = pid
+                if key not in loaded:
+                    dtype = _STORAGE_DTYPES.get(storage_type)
+                    if dtype is None:
+                        raise ValueError(f"{path}: unsupported tensor storage {storage_type}")
+                    loaded[key] = np.frombuffer(zf.read(f"{root}data/{key}"), dtype=dtype)
+                return loaded[key]
+
+        return Unpickler(zf.open(pkl[0])).load()
+
+
+def _state_dict_from(source: Any) -> dict[str, np.ndarray]:
+    if isinstance(source, (str, os.PathLike)):
+        path = str(source)
+        if not os.path.exists(path):
+            raise ValueError(f"official checkpoint {path} does not exist")
+        if path.endswith(".npz"):
+            source = dict(np.load(path))
+        else:
+            source = read_torch_checkpoint(path)
+    if isinstance(source, Mapping) and "model" in source and isinstance(source["model"], Mapping):
+        source = source["model"]
+    if not isinstance(source, Mapping):
+        raise TypeError(f"expected a state_dict mapping or a checkpoint path, got {type(source).__name__}")
+    out = {}
+    for k, v in source.items():
+        k = k[len("param/"):] if k.startswith("param/") else k
+        k = k[len("module."):] if k.startswith("module.") else k  # saved from DataParallel
+        if hasattr(v, "detach"):  # a real torch tensor
+            v = v.detach().cpu().numpy()
+        out[k] = np.asarray(v)
+    return out
+
+
+# -- name mapping ----------------------------------------------------------------------------------
+def _wn(sd: dict, name: str, kernel) -> dict:
+    """A (possibly weight-normed) torch conv -> our {v, g, bias} or {kernel, bias}."""
+    if name + ".weight_v" in sd:
+        v = kernel(sd.pop(name + ".weight_v"))
+        g = sd.pop(name + ".weight_g").reshape(-1)
+        out = {"v": v, "g": g}
+    else:
+        out = {"kernel": kernel(sd.pop(name + ".weight"))}
+    if name + ".bias" in sd:
+        out["bias"] = sd.pop(name + ".bias")
+    return out
+
+
+def _dense(w):  # (out, in, 1, 1) -> (in, out)
+    return w[:, :, 0, 0].T
+
+
+def _conv(w):  # (out, in, kh, kw) -> (kh, kw, in, out)
+    return w.transpose(2, 3, 1, 0)
+
+
+def _estimator(sd: dict, prefix: str, cfg: ModelConfig, first: int, last: int, front: bool) -> dict:
+    tree = {}
+    if front:
+        tree["front_conv"] = _wn(sd, prefix + "front_conv.0.conv", _dense)
+    for i in range(first, last):
+        p = f"{prefix}res_blocks.{i}."
+        layer = {
+            "conv": _wn(sd, p + "filter_gate_conv.conv", _conv),
+            "cond_proj": _wn(sd, p + "filter_gate_conv_c", _dense),
+            "res_skip": _wn(sd, p + "res_skip_conv", _dense),
+        }
+        if cfg.injects("additive"):
+            layer["embed_proj"] = _wn(sd, p + "filter_gate_conv_h", _dense)
+        tree[f"layer_{i}"] = layer
+    return tree
+
+
+def _head(sd: dict, prefix: str) -> dict:
+    return {
+        "kernel": _dense(sd.pop(prefix + "conv.weight")),
+        "bias": sd.pop(prefix + "conv.bias"),
+        "scale": sd.pop(prefix + "scale").reshape(-1),
+    }
+
+
+def _stack(trees: list) -> Any:
+    return jax.tree.map(lambda *a: np.stack(a), *trees)
+
+
+def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
+    """Official state_dict -> our training-form params tree ({'params': ...}), without shape checks."""
+    sd = dict(state_dict)
+    k_flows, n_layers = cfg.n_flows, cfg.n_layers
+    params: dict[str, Any] = {}
+    try:
+        params["conditioner"] = {
+            f"stage_{j}": _wn(sd, f"upsample_conv.{2 * j}", lambda w: w[0, 0][..., None]) for j in range(2)
+        }
+        if cfg.variant == "waveflow":
+            params["per_flow_estimator"] = _stack([
+                _estimator(sd, f"flows.{k}.coupling.net.", cfg, 0, n_layers, True) for k in range(k_flows)])
+            params["proj_heads"] = _stack([_head(sd, f"flows.{k}.coupling.proj_log_s_t.") for k in range(k_flows)])
+        elif cfg.variant == "nanoflow_naive":
+            params["estimator"] = _estimator(sd, "flow.coupling.net.", cfg, 0, n_layers, True)
+            params["proj_heads"] = _stack([_head(sd, "flow.coupling.proj_log_s_t.")])
+        else:
+            params["estimator"] = _estimator(sd, "estimator.net.", cfg, 0, n_layers, True)
+            params["proj_heads"] = _stack([_head(sd, f"flows.{k}.proj_log_s_t.") for k in range(k_flows)])
+            if cfg.variant == "nanoflow":
+                params["flow_embedding"] = sd.pop("flow_embedding.weight")
+                if cfg.injects("multiplicative"):
+                    params["flow_gates"] = np.stack([sd.pop(f"flows.{k}.multgate") for k in range(k_flows)])
+    except KeyError as e:
+        raise ValueError(f"official state_dict lacks tensor {e.args[0]!r} (for a {cfg.variant} with "
+                         f"K={k_flows}, L={n_layers})") from None
+    unknown = sorted(k for k in sd if k not in _IGNORED)
+    if unknown:
+        raise ValueError(f"official state_dict has unexpected tensor(s) {unknown[:5]} for a {cfg.variant} with "
+                         f"K={k_flows}, L={n_layers}")
+    return {"params": params}
+
+
+def check_params(model: AudioFlow, params: Any, what: str = "params") -> None:
+    """Raise a ValueError naming the first missing, unexpected or mis-shaped entry versus `model`."""
+    from nanoflow_jax.params import expected_shapes
+
+    want = expected_shapes(model)
+    flat_want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(want)}
+    flat_got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    for name in flat_want:
+        if name not in flat_got:
+            raise ValueError(f"{what}: missing {name} (expected shape {flat_want[name]})")
+    for name, shape in flat_got.items():
+        if name not in flat_want:
+            raise ValueError(f"{what}: unexpected entry {name}")
+        if tuple(shape) != tuple(flat_want[name]):
+            raise ValueError(f"{what}: {name} has shape {tuple(shape)}, expected {tuple(flat_want[name])}")
+
+
+def load_official(state_dict_or_path: Any, official_config: Any) -> tuple[AudioFlow, dict]:
+    """Official checkpoint (state_dict mapping, .npz or .pt path) + official config -> (model, params)."""
+    cfg = config_from_official(official_config)
+    model = AudioFlow(cfg)
+    params = params_from_state_dict(_state_dict_from(state_dict_or_path), cfg)
+    check_params(model, params, "official checkpoint")
+    return model, jax.tree.map(lambda a: np.asarray(a, np.float32), params)

@@ -1,0 +1,40 @@
+"""Moving audio between its 1-D form and the 2-D (height x width) layout the flows work in.
+
+A waveform of T samples becomes G rows ("height") by W = T / G columns, column-major: column j holds the
+G consecutive samples j*G .. j*G + G - 1. The flows are autoregressive down the rows and parallel across
+the columns.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+
+
+def squeeze(x: Array, n_groups: int) -> Array:
+    """(B, T, ...) -> (B, G, T/G, ...) with x2d[b, i, j] = x[b, j*G + i]."""
+    b, t = x.shape[:2]
+    if t % n_groups:
+        raise ValueError(f"length {t} is not a multiple of n_groups={n_groups}")
+    x = x.reshape((b, t // n_groups, n_groups) + x.shape[2:])
+    return jnp.swapaxes(x, 1, 2)
+
+
+def unsqueeze(x2d: Array) -> Array:
+    """Inverse of `squeeze`: (B, G, W, ...) -> (B, G*W, ...)."""
+    b, g, w = x2d.shape[:3]
+    return jnp.swapaxes(x2d, 1, 2).reshape((b, g * w) + x2d.shape[3:])
+
+
+def flip_rows(x2d: Array) -> Array:
+    """Reverse the order of the rows (axis 1)."""
+    return jnp.flip(x2d, axis=1)
+
+
+def shift_down(x2d: Array) -> Array:
+    """Row i receives row i-1 and row 0 a zero row, so an estimator that is causal down the rows sees only
+    rows strictly above the one it parameterises."""
+    pad = [(0, 0)] * x2d.ndim
+    pad[1] = (1, 0)
+    return jnp.pad(x2d, pad)[:, :-1]

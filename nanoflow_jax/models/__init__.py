@@ -1,0 +1,5 @@
+"""Flax modules: conditioner, estimator (2-D WaveNet), projection heads and the scanned flow model."""
+
+from nanoflow_jax.models.waveflow import HOP, AudioFlow
+
+__all__ = ["AudioFlow", "HOP"]

@@ -1,0 +1,46 @@
+"""Mel upsampler: two weight-normed ConvTranspose2d(1 -> 1, (3, 32), stride (1, 16), padding (1, 8)) stages,
+each followed by LeakyReLU(0.4), over the mel treated as a one-channel (bands x frames) image. x16 twice =
+x256 = the hop, so F frames give 256 * F samples."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nanoflow_jax.models.layers import _kernel, torch_uniform
+
+Array = jnp.ndarray
+
+
+class UpsampleStage(nn.Module):
+    stride: int = 16
+    kernel_h: int = 3
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:  # (B, bands, frames, 1) -> (B, bands, frames * stride, 1)
+        kh, kw = self.kernel_h, 2 * self.stride
+        fan_in = kh * kw  # PyTorch counts a transposed conv's fan-in over its output channels (1 here)
+        w = _kernel(self, (kh, kw, 1), fan_in, True)
+        # transposed conv = conv of the stride-dilated input with the flipped kernel
+        w = jnp.flip(w, (0, 1))[..., None].astype(x.dtype)
+        ph, pw = kh - 1 - (kh - 1) // 2, kw - 1 - self.stride // 2
+        y = jax.lax.conv_general_dilated(
+            x, w, window_strides=(1, 1), padding=((ph, ph), (pw, pw)), lhs_dilation=(1, self.stride),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        y = y + self.param("bias", torch_uniform(fan_in), (1,)).astype(x.dtype)
+        return nn.leaky_relu(y, 0.4)
+
+
+class Conditioner(nn.Module):
+    """(B, bands, F) mel -> (B, 256 * F, bands) per-sample conditioning."""
+
+    n_stages: int = 2
+
+    @nn.compact
+    def __call__(self, mel: Array) -> Array:
+        x = mel[..., None]
+        for i in range(self.n_stages):
+            x = UpsampleStage(name=f"stage_{i}")(x)
+        return jnp.swapaxes(x[..., 0], 1, 2)

@@ -1,0 +1,120 @@
+"""The density estimator every audio variant uses: a 2-D WaveNet, causal down the rows.
+
+Layer i: a = conv3x3(h) (+ cond_i) (+ flow bias_i) -> tanh(a[:C]) * sigmoid(a[C:]) -> 1x1 conv to
+(res, skip); h <- (h + res) * sqrt(1/2), or h + res * gate_i with NanoFlow's multiplicative gating.
+The output is the plain sum of the skips.
+
+An estimator covers a range of layers so that NanoFlow with partial sharing can split it into a shared
+bottom and per-flow top. The conditioning projections (`condition`) and flow-embedding projections
+(`embed`) are separate methods because a shared estimator computes them once for all K flows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from nanoflow_jax.config import ModelConfig
+from nanoflow_jax.models.layers import CausalConv, Dense, _kernel, torch_uniform
+
+Array = jnp.ndarray
+
+
+class ResidualLayer(nn.Module):
+    config: ModelConfig
+    index: int
+
+    def setup(self):
+        cfg, c2 = self.config, 2 * self.config.channels
+        self.conv = CausalConv(c2, (3, 3), (cfg.height_dilation(self.index), 2**self.index))
+        self.cond_proj = Dense(c2)
+        if cfg.injects("additive"):
+            self.embed_proj = Dense(c2, use_weight_norm=cfg.embed_weight_norm)
+        self.res_skip = Dense(c2)
+
+    def condition(self, c: Array) -> Array:
+        return self.cond_proj(c)
+
+    def embed(self, e: Array) -> Array:
+        return self.embed_proj(e)
+
+    def __call__(self, h: Array, cond: Array, bias: Array | None, gate: Array | None):
+        n = self.config.channels
+        a = self.conv(h) + cond
+        if bias is not None:
+            a = a + bias
+        acts = jnp.tanh(a[..., :n]) * nn.sigmoid(a[..., n:])
+        rs = self.res_skip(acts)
+        res, skip = rs[..., :n], rs[..., n:]
+        if gate is None:
+            h = (h + res) * math.sqrt(0.5)
+        else:
+            h = h + res * (jnp.exp(gate) if self.config.gate_form == "exp" else gate).astype(h.dtype)
+        return h, skip
+
+
+class FrontConv(nn.Module):
+    """1x1 conv from the (shifted) audio row to C channels; with concatenative injection the flow
+    embedding is a second input (computed as a per-flow bias, never broadcast in memory)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, e: Array | None) -> Array:
+        cfg = self.config
+        n_in = 1 + (cfg.embed_dim if cfg.injects("concat") else 0)
+        w = _kernel(self, (n_in, cfg.channels), n_in, True).astype(x.dtype)
+        b = self.param("bias", torch_uniform(n_in), (cfg.channels,)).astype(x.dtype)
+        if n_in > 1:
+            b = b + jnp.dot(e.astype(x.dtype), w[1:])[..., None, None, :]
+        return x[..., None] * w[0] + b
+
+
+class WaveNet2D(nn.Module):
+    """Layers [first, last) of the estimator; `has_front` if it starts from the audio."""
+
+    config: ModelConfig
+    first: int = 0
+    last: int = -1
+    has_front: bool = True
+
+    def setup(self):
+        last = self.config.n_layers if self.last < 0 else self.last
+        if self.has_front:
+            self.front_conv = FrontConv(self.config)
+        self.layers = [ResidualLayer(self.config, i, name=f"layer_{i}") for i in range(self.first, last)]
+
+    def condition(self, c: Array) -> Array:
+        """(B, G, W, bands) -> (B, G, W, n_layers, 2C) conditioning term of every layer."""
+        return jnp.stack([layer.condition(c) for layer in self.layers], axis=-2)
+
+    def embed(self, e: Array) -> Array:
+        """(..., D) flow embedding(s) -> (..., n_layers, 2C) per-layer additive bias."""
+        return jnp.stack([layer.embed(e) for layer in self.layers], axis=-2)
+
+    def front(self, x_in: Array, e: Array | None = None) -> Array:
+        return self.front_conv(x_in, e)
+
+    def __call__(self, h: Array, cond: Array, bias: Array | None = None, gates: Array | None = None):
+        """h (B, G, W, C) (or the front conv's output) -> (h, skip sum) after these layers."""
+        skip = 0.0
+        for j, layer in enumerate(self.layers):
+            h, s = layer(
+                h, cond[..., j, :],
+                None if bias is None else bias[j],
+                None if gates is None else gates[j],
+            )
+            skip = skip + s
+        return h, skip
+
+    def run(self, x: Array, c: Array, e: Array | None = None, bias: Array | None = None,
+            gates: Array | None = None):
+        """Everything at once from raw inputs: used by per-flow estimators, applied functionally with
+        one flow's slice of stacked params, and to create all params at init. `bias` overrides the
+        embedding projection (inference form, where it is folded into a table)."""
+        h = self.front(x, e) if self.has_front else x
+        if bias is None and self.config.injects("additive"):
+            bias = self.embed(e)
+        return self(h, self.condition(c), bias, gates)
