@@ -1,6 +1,6 @@
 """NanoFlow, C=64, K=8.
 
-    python train.py --config=configs/nanoflow_c64.py --workdir=runs/nanoflow_c64 --config.data.path=/data/LJSpeech-1.1
+python train.py --config=configs/nanoflow_c64.py --workdir=runs/nanoflow_c64 --config.data.path=LJSpeech-1.1
 """
 
 import ml_collections

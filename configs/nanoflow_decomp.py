@@ -1,6 +1,6 @@
 """NanoFlow-decomp, one shared estimator with K=8 projection heads.
 
-    python train.py --config=configs/nanoflow_decomp.py --workdir=runs/nanoflow_decomp --config.data.path=/data/LJSpeech-1.1
+python train.py --config=configs/nanoflow_decomp.py --workdir=runs/nanoflow_decomp --config.data.path=LJSpeech-1.1
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 """NanoFlow with K=16 flows and a D=1024 flow embedding.
 
-    python train.py --config=configs/nanoflow_k16.py --workdir=runs/nanoflow_k16 --config.data.path=/data/LJSpeech-1.1
+python train.py --config=configs/nanoflow_k16.py --workdir=runs/nanoflow_k16 --config.data.path=LJSpeech-1.1
 """
 
 import ml_collections

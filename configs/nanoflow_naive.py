@@ -1,6 +1,6 @@
 """NanoFlow-naive, one estimator and one projection applied K=8 times.
 
-    python train.py --config=configs/nanoflow_naive.py --workdir=runs/nanoflow_naive --config.data.path=/data/LJSpeech-1.1
+python train.py --config=configs/nanoflow_naive.py --workdir=runs/nanoflow_naive --config.data.path=LJSpeech-1.1
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 """WaveFlow, C=128 (K=8 separate estimators).
 
-    python train.py --config=configs/waveflow_c128.py --workdir=runs/waveflow_c128 --config.data.path=/data/LJSpeech-1.1
+python train.py --config=configs/waveflow_c128.py --workdir=runs/waveflow_c128 --config.data.path=LJSpeech-1.1
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 """WaveFlow, C=64.
 
-    python train.py --config=configs/waveflow_c64.py --workdir=runs/waveflow_c64 --config.data.path=/data/LJSpeech-1.1
+python train.py --config=configs/waveflow_c64.py --workdir=runs/waveflow_c64 --config.data.path=LJSpeech-1.1
 """
 
 import ml_collections

@@ -1,11 +1,11 @@
 """nanoflow_jax: NanoFlow (Lee, Kim, Yoon, NeurIPS 2020) and WaveFlow in JAX / Flax.
 
-    import nanoflow_jax as nf
-    model = nf.build_model(config.model)
-    params = model.init(rng, audio, mel)
-    z, logdet = model.apply(params, audio, mel)
-    audio = model.apply(params, z, mel, method="inverse")
-    loss = nf.nll(z, logdet)
+import nanoflow_jax as nf
+model = nf.build_model(config.model)
+params = model.init(rng, audio, mel)
+z, logdet = model.apply(params, audio, mel)
+audio = model.apply(params, z, mel, method="inverse")
+loss = nf.nll(z, logdet)
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ def build_model(model_config: Any) -> AudioFlow:
 
 
 __all__ = [
-    "AudioFlow", "ModelConfig", "build_model", "config_from_official", "count_params", "inference_params",
-    "init_params", "load_official", "nll",
+    "AudioFlow",
+    "ModelConfig",
+    "build_model",
+    "config_from_official",
+    "count_params",
+    "inference_params",
+    "init_params",
+    "load_official",
+    "nll",
 ]

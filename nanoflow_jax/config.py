@@ -38,7 +38,7 @@ class ModelConfig:
     embed_dim: int = 512
     embed_injection: tuple[str, ...] = ("additive", "multiplicative")
     gate_form: str = "ones"
-    embed_weight_norm: bool = False
+    embed_weight_norm: bool = True
     shared_layers: int | None = None
     coupling: str = "affine"
     spline_bins: int = 32

@@ -25,9 +25,16 @@ _IGNORED = ("h_cache",)
 
 # -- reading a .pt without torch ---------------------------------------------------------------------
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": None, "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": None,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -106,8 +113,8 @@ def _state_dict_from(source: Any) -> dict[str, np.ndarray]:
         raise TypeError(f"expected a state_dict mapping or a checkpoint path, got {type(source).__name__}")
     out = {}
     for k, v in source.items():
-        k = k[len("param/"):] if k.startswith("param/") else k
-        k = k[len("module."):] if k.startswith("module.") else k  # saved from DataParallel
+        k = k[len("param/") :] if k.startswith("param/") else k
+        k = k[len("module.") :] if k.startswith("module.") else k  # saved from DataParallel
         if hasattr(v, "detach"):  # a real torch tensor
             v = v.detach().cpu().numpy()
         out[k] = np.asarray(v)
@@ -175,8 +182,9 @@ def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
             f"stage_{j}": _wn(sd, f"upsample_conv.{2 * j}", lambda w: w[0, 0][..., None]) for j in range(2)
         }
         if cfg.variant == "waveflow":
-            params["per_flow_estimator"] = _stack([
-                _estimator(sd, f"flows.{k}.coupling.net.", cfg, 0, n_layers, True) for k in range(k_flows)])
+            params["per_flow_estimator"] = _stack(
+                [_estimator(sd, f"flows.{k}.coupling.net.", cfg, 0, n_layers, True) for k in range(k_flows)]
+            )
             params["proj_heads"] = _stack([_head(sd, f"flows.{k}.coupling.proj_log_s_t.") for k in range(k_flows)])
         elif cfg.variant == "nanoflow_naive":
             params["estimator"] = _estimator(sd, "flow.coupling.net.", cfg, 0, n_layers, True)
@@ -189,12 +197,15 @@ def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
                 if cfg.injects("multiplicative"):
                     params["flow_gates"] = np.stack([sd.pop(f"flows.{k}.multgate") for k in range(k_flows)])
     except KeyError as e:
-        raise ValueError(f"official state_dict lacks tensor {e.args[0]!r} (for a {cfg.variant} with "
-                         f"K={k_flows}, L={n_layers})") from None
+        raise ValueError(
+            f"official state_dict lacks tensor {e.args[0]!r} (for a {cfg.variant} with K={k_flows}, L={n_layers})"
+        ) from None
     unknown = sorted(k for k in sd if k not in _IGNORED)
     if unknown:
-        raise ValueError(f"official state_dict has unexpected tensor(s) {unknown[:5]} for a {cfg.variant} with "
-                         f"K={k_flows}, L={n_layers}")
+        raise ValueError(
+            f"official state_dict has unexpected tensor(s) {unknown[:5]} for a {cfg.variant} with "
+            f"K={k_flows}, L={n_layers}"
+        )
     return {"params": params}
 
 

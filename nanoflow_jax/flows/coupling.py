@@ -9,7 +9,7 @@ element-wise, so the flow sums it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 

@@ -26,7 +26,11 @@ class UpsampleStage(nn.Module):
         w = jnp.flip(w, (0, 1))[..., None].astype(x.dtype)
         ph, pw = kh - 1 - (kh - 1) // 2, kw - 1 - self.stride // 2
         y = jax.lax.conv_general_dilated(
-            x, w, window_strides=(1, 1), padding=((ph, ph), (pw, pw)), lhs_dilation=(1, self.stride),
+            x,
+            w,
+            window_strides=(1, 1),
+            padding=((ph, ph), (pw, pw)),
+            lhs_dilation=(1, self.stride),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
         y = y + self.param("bias", torch_uniform(fan_in), (1,)).astype(x.dtype)

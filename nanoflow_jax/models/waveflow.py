@@ -29,7 +29,11 @@ _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 
 
 class AudioFlow(nn.Module):
+    """`unroll=True` runs the same flow step in a Python loop instead of `nn.scan` (a check of the scan;
+    its program grows with K)."""
+
     config: ModelConfig
+    unroll: bool = False
 
     def setup(self):
         cfg = self.config
@@ -49,10 +53,12 @@ class AudioFlow(nn.Module):
             folded = self.has_variable("params", "flow_bias_table")
             if folded:
                 self.flow_bias_table = self.param(
-                    "flow_bias_table", nn.initializers.zeros, (cfg.n_flows, cfg.n_layers, 2 * cfg.channels))
+                    "flow_bias_table", nn.initializers.zeros, (cfg.n_flows, cfg.n_layers, 2 * cfg.channels)
+                )
             if not folded or cfg.injects("concat"):
                 self.flow_embedding = self.param(
-                    "flow_embedding", nn.initializers.orthogonal(), (cfg.n_flows, cfg.embed_dim))
+                    "flow_embedding", nn.initializers.orthogonal(), (cfg.n_flows, cfg.embed_dim)
+                )
             if cfg.injects("multiplicative"):
                 init = nn.initializers.ones if cfg.gate_form == "ones" else nn.initializers.zeros
                 self.flow_gates = self.param("flow_gates", init, (cfg.n_flows, cfg.n_layers, cfg.channels))
@@ -81,8 +87,7 @@ class AudioFlow(nn.Module):
         if mel.ndim != 3 or mel.shape[1] != cfg.cond_channels:
             raise ValueError(f"mel must be (batch, {cfg.cond_channels}, frames), got shape {mel.shape}")
         if length > HOP * mel.shape[2]:
-            raise ValueError(
-                f"{mel.shape[2]} mel frames condition at most {HOP * mel.shape[2]} samples, got {length}")
+            raise ValueError(f"{mel.shape[2]} mel frames condition at most {HOP * mel.shape[2]} samples, got {length}")
         c = self.conditioner(mel.astype(jnp.float32))[:, :length]
         return squeeze(c, cfg.n_groups)
 
@@ -133,15 +138,22 @@ class AudioFlow(nn.Module):
         if n:
             h = self.estimator.front(x_in, e)
             h, skip = self.estimator(
-                h, cond,
+                h,
+                cond,
                 None if bias is None else bias[:n],
                 None if gates is None else gates[:n],
             )
         if n < cfg.n_layers:
             top_bias = bias[n:] if bias is not None and bias.shape[0] == cfg.n_layers else None
             _, s = self._top().apply(
-                {"params": xs["estimator"]}, h, c, e, top_bias,
-                None if gates is None else gates[n:], method=WaveNet2D.run)
+                {"params": xs["estimator"]},
+                h,
+                c,
+                e,
+                top_bias,
+                None if gates is None else gates[n:],
+                method=WaveNet2D.run,
+            )
             skip = skip + s
         return skip
 
@@ -159,8 +171,7 @@ class AudioFlow(nn.Module):
         if x.ndim != 2:
             raise ValueError(f"{what} must be (batch, samples), got shape {x.shape}")
         if x.shape[1] % self.config.n_groups:
-            raise ValueError(
-                f"{what} length {x.shape[1]} is not a multiple of n_groups={self.config.n_groups}")
+            raise ValueError(f"{what} length {x.shape[1]} is not a multiple of n_groups={self.config.n_groups}")
 
     # -- the flow --------------------------------------------------------------------------------
     def __call__(self, audio: Array, mel: Array, return_coupling_params: bool = False):
@@ -180,7 +191,7 @@ class AudioFlow(nn.Module):
             return (x, logdet + jnp.sum(log_det, axis=(1, 2))), (p if return_coupling_params else None)
 
         carry0 = (x, jnp.zeros((x.shape[0],), jnp.float32))
-        (z, logdet), ps = nn.scan(step, length=self.config.n_flows, **_SCAN)(self, carry0, self._per_flow())
+        (z, logdet), ps = self._scan(step, carry0, self._per_flow())
         z = unsqueeze(z)
         return (z, logdet, ps) if return_coupling_params else (z, logdet)
 
@@ -209,5 +220,15 @@ class AudioFlow(nn.Module):
             x, _ = nn.scan(row, length=cfg.n_groups, **_SCAN)(mdl, x, jnp.arange(cfg.n_groups))
             return flip_rows(x), None
 
-        x, _ = nn.scan(flow, length=cfg.n_flows, reverse=True, **_SCAN)(self, x, self._per_flow())
+        x, _ = self._scan(flow, x, self._per_flow(), reverse=True)
         return unsqueeze(x)
+
+    def _scan(self, step, carry, xs, reverse: bool = False):
+        """Run `step` over the K flows: `nn.scan` with broadcast params, or a Python loop if unrolled."""
+        k = self.config.n_flows
+        if not self.unroll:
+            return nn.scan(step, length=k, reverse=reverse, **_SCAN)(self, carry, xs)
+        ys = [None] * k
+        for i in reversed(range(k)) if reverse else range(k):
+            carry, ys[i] = step(self, carry, jax.tree.map(lambda a, i=i: a[i], xs))
+        return carry, (None if ys[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *ys))

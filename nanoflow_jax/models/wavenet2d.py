@@ -102,15 +102,15 @@ class WaveNet2D(nn.Module):
         skip = 0.0
         for j, layer in enumerate(self.layers):
             h, s = layer(
-                h, cond[..., j, :],
+                h,
+                cond[..., j, :],
                 None if bias is None else bias[j],
                 None if gates is None else gates[j],
             )
             skip = skip + s
         return h, skip
 
-    def run(self, x: Array, c: Array, e: Array | None = None, bias: Array | None = None,
-            gates: Array | None = None):
+    def run(self, x: Array, c: Array, e: Array | None = None, bias: Array | None = None, gates: Array | None = None):
         """Everything at once from raw inputs: used by per-flow estimators, applied functionally with
         one flow's slice of stacked params, and to create all params at init. `bias` overrides the
         embedding projection (inference form, where it is folded into a table)."""

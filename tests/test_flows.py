@@ -1,0 +1,133 @@
+"""Generic invariants, parametrised over every model variant and both couplings."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nanoflow_jax as nf
+from nanoflow_jax.flows import flip_rows, shift_down, spline, squeeze, unsqueeze
+from tests.helpers import VARIANTS, max_err, model_and_params, tiny
+
+CASES = [(v, "affine") for v in VARIANTS] + [
+    (v, "spline") for v in ("waveflow", "naive", "nanoflow", "nanoflow_partial")
+]
+
+
+@pytest.mark.parametrize("variant,coupling", CASES)
+def test_inverse_of_forward(variant, coupling):
+    cfg = tiny(variant, coupling)
+    model, params, audio, mel = model_and_params(cfg)
+    z, logdet = model.apply(params, audio, mel)
+    assert max_err(z, audio) > 1e-2, "the flow should not be the identity here"
+    x = model.apply(params, z, mel, method="inverse")
+    assert max_err(x, audio) < (1e-5 if coupling == "affine" else 1e-4)
+
+
+@pytest.mark.parametrize("variant,coupling", CASES)
+def test_logdet_equals_slogdet_of_jacobian(variant, coupling):
+    cfg = tiny(variant, coupling)
+    model, params, audio, mel = model_and_params(cfg, batch=1, width=4)
+    f = lambda a: model.apply(params, a[None], mel)[0][0]
+    jac = jax.jacfwd(f)(audio[0])
+    sign, expected = jnp.linalg.slogdet(jac)
+    _, logdet = model.apply(params, audio, mel)
+    assert float(sign) == 1.0  # every coupling is increasing
+    np.testing.assert_allclose(float(logdet[0]), float(expected), rtol=1e-4, atol=1e-4)
+    assert abs(float(expected)) > 1e-2
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_scan_equals_unrolled_loop(variant):
+    cfg = tiny(variant)
+    model, params, audio, mel = model_and_params(cfg)
+    z, logdet = model.apply(params, audio, mel)
+    unrolled = nf.AudioFlow(cfg, unroll=True)
+    z2, logdet2 = unrolled.apply(params, audio, mel)
+    assert max_err(z, z2) < 1e-5 and max_err(logdet, logdet2) < 1e-4
+    x2 = unrolled.apply(params, z, mel, method="inverse")
+    assert max_err(x2, audio) < 1e-5
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_inference_params_compute_the_same_function(variant):
+    cfg = tiny(variant)
+    model, params, audio, mel = model_and_params(cfg)
+    ip = nf.inference_params(model, params)
+    z, logdet = model.apply(params, audio, mel)
+    z2, logdet2 = model.apply(ip, audio, mel)
+    assert max_err(z, z2) < 1e-5 and max_err(logdet, logdet2) < 1e-4
+    assert max_err(model.apply(ip, z, mel, method="inverse"), audio) < 1e-5
+    assert nf.count_params(ip) <= nf.count_params(params)
+
+
+@pytest.mark.parametrize("variant", ["naive", "decomp", "nanoflow", "nanoflow_partial"])
+def test_shared_estimator_size_does_not_depend_on_k(variant):
+    sizes = {}
+    for k in (2, 8):
+        cfg = dataclasses.replace(tiny(variant), n_flows=k)
+        shapes = jax.eval_shape(lambda cfg=cfg: nf.init_params(nf.build_model(cfg), jax.random.PRNGKey(0)))
+        sizes[k] = nf.count_params(shapes["params"]["estimator"])
+    assert sizes[2] == sizes[8] > 0
+
+
+def test_waveflow_estimators_are_stacked_per_flow():
+    for k in (2, 5):
+        cfg = dataclasses.replace(tiny("waveflow"), n_flows=k)
+        shapes = jax.eval_shape(lambda cfg=cfg: nf.init_params(nf.build_model(cfg), jax.random.PRNGKey(0)))
+        p = shapes["params"]
+        assert "estimator" not in p
+        assert all(a.shape[0] == k for a in jax.tree.leaves(p["per_flow_estimator"]))
+
+
+def test_per_flow_estimators_are_distinct_at_init():
+    model, params, *_ = model_and_params(tiny("waveflow"))
+    v = params["params"]["per_flow_estimator"]["layer_0"]["conv"]["v"]
+    assert max_err(v[0], v[1]) > 1e-3
+
+
+# -- pure flow algebra --------------------------------------------------------------------------
+def test_squeeze_layout_and_roundtrip():
+    x = jnp.arange(2 * 12).reshape(2, 12).astype(jnp.float32)
+    x2d = squeeze(x, 4)
+    assert x2d.shape == (2, 4, 3)
+    assert float(x2d[1, 2, 1]) == float(x[1, 1 * 4 + 2])  # x2d[b, i, j] = x[b, j*G + i]
+    np.testing.assert_array_equal(unsqueeze(x2d), x)
+    np.testing.assert_array_equal(flip_rows(flip_rows(x2d)), x2d)
+    s = shift_down(x2d)
+    np.testing.assert_array_equal(s[:, 0], 0)
+    np.testing.assert_array_equal(s[:, 1:], x2d[:, :-1])
+    with pytest.raises(ValueError, match="multiple of n_groups"):
+        squeeze(jnp.zeros((1, 10)), 4)
+
+
+def test_spline_identity_inverse_and_derivative():
+    bins, bound = 6, 2.0
+    x = jnp.linspace(-3.0, 3.0, 41)
+    zero = jnp.zeros((41, spline.n_params(bins)))
+    y, ld = spline.forward(x, zero, bound)
+    assert max_err(y, x) < 1e-5 and max_err(ld, 0.0) < 1e-5
+    # one spline for every element, so y must rise along x
+    p = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), zero.shape[1:]), zero.shape)
+    y, ld = spline.forward(x, p, bound)
+    assert max_err(y, x) > 1e-2
+    assert bool(jnp.all(jnp.diff(y) > 0)), "spline must be increasing"
+    x2, ld2 = spline.inverse(y, p, bound)
+    assert max_err(x2, x) < 1e-5 and max_err(ld, ld2) < 1e-5
+    dydx = jax.vmap(jax.grad(lambda xi, pi: spline.forward(xi, pi, bound)[0]))(x, p)
+    assert max_err(jnp.log(dydx), ld) < 1e-4
+
+
+def test_bad_inputs_are_clear_errors():
+    cfg = tiny("nanoflow")
+    model, params, audio, mel = model_and_params(cfg)
+    with pytest.raises(ValueError, match="multiple of n_groups"):
+        model.apply(params, audio[:, :-1], mel)
+    with pytest.raises(ValueError, match=r"mel must be \(batch, 5, frames\)"):
+        model.apply(params, audio, mel[:, :3])
+    with pytest.raises(ValueError, match="condition at most"):
+        model.apply(params, jnp.zeros((2, 4 * 100)), mel)
+    with pytest.raises(ValueError, match=r"\(batch, samples\)"):
+        model.apply(params, audio[0], mel)
