@@ -63,6 +63,23 @@ def get_config() -> ml_collections.ConfigDict:
             checkpoint_every=5000,
             eval_every=5000,
             log_every=100,
+            keep_checkpoints=3,
+            max_bad_steps=20,  # this many non-finite steps in a row stop the run
+            remat=False,  # recompute each flow step in the backward pass: less memory, ~1/3 more compute
+            compute_dtype="float32",  # or "bfloat16": estimator in bf16; fp32 master weights, log-det, loss
+            grad_accum_steps=1,
         )
     )
+
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            batch_size=8,
+            num_crops=64,  # fixed test crops of data.segment_length
+            synthesize=True,  # write samples/step_N.wav and a mel image at the end of the run
+            synth_seconds=3.0,
+            temperature=0.8,
+        )
+    )
+    # whole test utterances evaluated (the paper's protocol); None for the whole test split
+    c.eval.num_utterances = ml_collections.FieldReference(16, field_type=int)
     return c

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from nanoflow_jax.audio import mel_spectrogram
 from nanoflow_jax.config import ModelConfig, config_from_official
 from nanoflow_jax.convert import load_official
 from nanoflow_jax.losses import nll
 from nanoflow_jax.models import AudioFlow
 from nanoflow_jax.params import count_params, inference_params, init_params
+from nanoflow_jax.train.checkpoint import load_checkpoint
 
 __version__ = "0.1.0"
 

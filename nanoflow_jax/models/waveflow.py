@@ -12,6 +12,8 @@ inference form from `inference_params` (plain kernels, the embedding folded into
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,10 +31,15 @@ _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 
 
 class AudioFlow(nn.Module):
-    """`unroll=True` runs the same flow step in a Python loop instead of `nn.scan` (a check of the scan;
-    its program grows with K)."""
+    """Options beyond the architecture:
+    remat: recompute each flow step's activations in the backward pass (jax.checkpoint) to save memory.
+    dtype: compute type of the estimator (e.g. jnp.bfloat16); params, coupling, log-det stay float32.
+    unroll: run the flow step in a Python loop instead of `nn.scan` (a check of the scan; its program
+        grows with K)."""
 
     config: ModelConfig
+    remat: bool = False
+    dtype: Any = jnp.float32
     unroll: bool = False
 
     def setup(self):
@@ -134,6 +141,7 @@ class AudioFlow(nn.Module):
         cfg = self.config
         n = cfg.n_shared
         e, gates, bias = xs.get("embedding"), xs.get("gates"), xs.get("bias")
+        x_in, c = x_in.astype(self.dtype), c.astype(self.dtype)
         skip, h = 0.0, x_in
         if n:
             h = self.estimator.front(x_in, e)
@@ -163,7 +171,7 @@ class AudioFlow(nn.Module):
         c_both = jnp.stack([c, flip_rows(c)])
         cond_both = None
         if self.config.n_shared:
-            cond = self.estimator.condition(c)
+            cond = self.estimator.condition(c.astype(self.dtype))
             cond_both = jnp.stack([cond, flip_rows(cond)])
         return c_both, cond_both
 
@@ -226,6 +234,8 @@ class AudioFlow(nn.Module):
     def _scan(self, step, carry, xs, reverse: bool = False):
         """Run `step` over the K flows: `nn.scan` with broadcast params, or a Python loop if unrolled."""
         k = self.config.n_flows
+        if self.remat:
+            step = nn.remat(step, prevent_cse=False)  # inside a scan CSE prevention is not needed
         if not self.unroll:
             return nn.scan(step, length=k, reverse=reverse, **_SCAN)(self, carry, xs)
         ys = [None] * k

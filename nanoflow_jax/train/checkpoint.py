@@ -1,0 +1,90 @@
+"""Checkpoints with orbax: async and atomic (written to a temporary folder, renamed when complete).
+
+Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` holds the train state (params, optimiser,
+step, RNG, skip counters) or just {"params"} for converted / averaged checkpoints; `meta` (JSON) the
+full config and the data-iterator position. Kept: the last `keep` steps and the one with the best eval
+NLL.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_dir(path: str) -> str:
+    """A workdir or its checkpoints folder -> the checkpoints folder."""
+    path = os.path.abspath(os.path.expanduser(path))
+    sub = os.path.join(path, CHECKPOINTS)
+    return sub if os.path.isdir(sub) else path
+
+
+class Checkpointer:
+    def __init__(self, directory: str, keep: int = 3, async_save: bool = True, create: bool = True):
+        policy = policies.AnyPreservationPolicy([
+            policies.LatestN(n=keep),
+            policies.BestN(get_metric_fn=lambda m: m["eval_nll"], reverse=False, n=1,
+                           keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=async_save,
+                                               create=create, read_only=not create)
+        self.directory = directory
+        self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)),
+                          metrics=metrics, force=True)
+
+    def restore(self, step: int, target: Any = None) -> tuple[Any, dict]:
+        """(state, meta) of `step`; with `target` (an abstract or concrete state) the state is restored
+        into its structure and shardings, otherwise as nested dicts of arrays."""
+        state_arg = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+        out = self.manager.restore(step, args=ocp.args.Composite(state=state_arg, meta=ocp.args.JsonRestore()))
+        return out["state"], out["meta"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def load_checkpoint(directory: str, step: int | None = None):
+    """(config, model, params) from a workdir or checkpoint folder: the latest step, or `step`.
+
+    `params` is the variables dict that `model.apply` takes."""
+    from nanoflow_jax import build_model
+
+    path = checkpoint_dir(directory)
+    if not os.path.isdir(path):
+        raise ValueError(f"checkpoint directory {directory} does not exist")
+    ckpt = Checkpointer(path, create=False, async_save=False)
+    steps = ckpt.all_steps()
+    if not steps:
+        raise ValueError(f"no checkpoint found in {directory}")
+    if step is None:
+        step = max(steps)
+    elif step not in steps:
+        raise ValueError(f"no checkpoint for step {step} in {directory}; available: {sorted(steps)}")
+    state, meta = ckpt.restore(step)
+    ckpt.close()
+    config = ml_collections.ConfigDict(meta["config"])
+    return config, build_model(config.model), state["params"]

@@ -1,0 +1,40 @@
+"""Train a flow vocoder.
+
+    python train.py --config=configs/wave_g16.py --workdir=runs/wave_g16 --config.data.path=LJSpeech-1.1
+    python train.py --config=configs/demo.py --workdir=runs/demo        # bundled demo corpus, CPU minutes
+
+Rerunning the same command resumes from the last checkpoint. Multi-host: start one process per host with
+--coordinator=HOST:PORT --num_processes=N --process_id=I.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and samples go.")
+flags.DEFINE_string("warm_start", None, "Initialise params (only) from a workdir, checkpoint folder, or an "
+                    "official .pt / .npz checkpoint.")
+flags.DEFINE_string("coordinator", None, "host:port of process 0, for multi-host training.")
+flags.DEFINE_integer("num_processes", 1, "Number of processes (hosts) in a multi-host run.")
+flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from nanoflow_jax.cli import run_cli
+    from nanoflow_jax.train.distributed import initialize
+
+    def run():
+        initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+        from nanoflow_jax.train import train
+
+        train(FLAGS.config, FLAGS.workdir, warm_start=FLAGS.warm_start)
+
+    run_cli(run, "train.py")
+
+
+if __name__ == "__main__":
+    app.run(main)
