@@ -12,8 +12,11 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and samples go.")
-flags.DEFINE_string("warm_start", None, "Initialise params (only) from a workdir, checkpoint folder, or an "
-                    "official .pt / .npz checkpoint.")
+flags.DEFINE_string(
+    "warm_start",
+    None,
+    "Initialise params (only) from a workdir, checkpoint folder, or an official .pt / .npz checkpoint.",
+)
 flags.DEFINE_string("coordinator", None, "host:port of process 0, for multi-host training.")
 flags.DEFINE_integer("num_processes", 1, "Number of processes (hosts) in a multi-host run.")
 flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")

@@ -36,6 +36,8 @@ __all__ = [
     "count_params",
     "inference_params",
     "init_params",
+    "load_checkpoint",
     "load_official",
+    "mel_spectrogram",
     "nll",
 ]

@@ -3,5 +3,13 @@
 from nanoflow_jax.audio.io import AudioReadError, read_audio, resample, write_wav
 from nanoflow_jax.audio.mel import MelConfig, mel_basis, mel_spectrogram, n_frames
 
-__all__ = ["AudioReadError", "MelConfig", "mel_basis", "mel_spectrogram", "n_frames", "read_audio", "resample",
-           "write_wav"]
+__all__ = [
+    "AudioReadError",
+    "MelConfig",
+    "mel_basis",
+    "mel_spectrogram",
+    "n_frames",
+    "read_audio",
+    "resample",
+    "write_wav",
+]

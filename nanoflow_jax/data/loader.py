@@ -27,8 +27,17 @@ def crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
 class CropLoader:
     """Iterator of (batch_size, segment_length) float32 batches for this host, prefetched by a thread."""
 
-    def __init__(self, data: AudioSet, batch_size: int, segment_length: int, seed: int,
-                 process_index: int = 0, process_count: int = 1, position: int = 0, prefetch: int = 4):
+    def __init__(
+        self,
+        data: AudioSet,
+        batch_size: int,
+        segment_length: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        position: int = 0,
+        prefetch: int = 4,
+    ):
         if len(data) < process_count:
             raise ValueError(f"{len(data)} training files cannot be shared among {process_count} hosts")
         self.data, self.batch_size, self.segment_length, self.seed = data, batch_size, segment_length, seed

@@ -42,8 +42,10 @@ def list_files(source: str, path: str) -> list[str]:
     """Sorted audio paths for `source` in ("folder", "filelist"); path "demo" is the bundled corpus."""
     path = DEMO_CORPUS if path == "demo" else os.path.expanduser(path)
     if not path:
-        raise DataError("no dataset given: set --config.data.path (an LJSpeech folder, a folder of wavs, "
-                        "or a file list with data.source=filelist)")
+        raise DataError(
+            "no dataset given: set --config.data.path (an LJSpeech folder, a folder of wavs, "
+            "or a file list with data.source=filelist)"
+        )
     if source == "filelist":
         if not os.path.isfile(path):
             raise DataError(f"file list {path} does not exist")
@@ -57,8 +59,12 @@ def list_files(source: str, path: str) -> list[str]:
                 ids = [line.split("|")[0] for line in f if line.strip()]
             files = [os.path.join(path, "wavs", i + ".wav") for i in ids]
         else:
-            files = [os.path.join(root, n) for root, _, names in os.walk(path) for n in names
-                     if n.lower().endswith((".wav", ".flac"))]
+            files = [
+                os.path.join(root, n)
+                for root, _, names in os.walk(path)
+                for n in names
+                if n.lower().endswith((".wav", ".flac"))
+            ]
     else:
         raise DataError(f"unknown data.source {source!r}; expected 'folder', 'filelist' or 'tfds'")
     if not files:
@@ -112,7 +118,7 @@ def load_splits(data: Any, log=print, keep_in_memory_mb: float = 2048) -> tuple[
     counts = {}
     for status, _, _ in results:
         counts[status] = counts.get(status, 0) + 1
-    good = [(f, x) for f, (s, x, _) in zip(files, results) if s == "ok"]
+    good = [(f, x) for f, (s, x, _) in zip(files, results, strict=True) if s == "ok"]
     n_resampled = sum(r for s, _, r in results if s == "ok")
     skipped = {k: v for k, v in counts.items() if k != "ok"}
     msg = f"data: {len(good)} of {len(files)} files usable"
@@ -128,7 +134,11 @@ def load_splits(data: Any, log=print, keep_in_memory_mb: float = 2048) -> tuple[
     in_memory = total_mb <= keep_in_memory_mb
 
     def make(items):
-        return AudioSet([f for f, _ in items], data.sample_rate, [x for _, x in items] if in_memory else None,
-                        [len(x) for _, x in items])
+        return AudioSet(
+            [f for f, _ in items],
+            data.sample_rate,
+            [x for _, x in items] if in_memory else None,
+            [len(x) for _, x in items],
+        )
 
     return make(good[n_test:]), make(good[:n_test])

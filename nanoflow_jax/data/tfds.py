@@ -15,8 +15,10 @@ def load_tfds_splits(data: Any, log=print) -> tuple[AudioSet, AudioSet]:
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise DataError("data.source='tfds' needs tensorflow and tensorflow-datasets installed "
-                        "(pip install tensorflow tensorflow-datasets)") from None
+        raise DataError(
+            "data.source='tfds' needs tensorflow and tensorflow-datasets installed "
+            "(pip install tensorflow tensorflow-datasets)"
+        ) from None
     ds, info = tfds.load("ljspeech", split="train", with_info=True, data_dir=data.path or None)
     sr = info.features["speech"].sample_rate
     items = sorted(((ex["id"].decode(), ex["speech"]) for ex in tfds.as_numpy(ds)), key=lambda t: t[0])

@@ -56,7 +56,11 @@ class Dense(nn.Module):
 
 def _conv(x: Array, w: Array, padding, dilation) -> Array:
     return jax.lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding=padding, rhs_dilation=dilation,
+        x,
+        w,
+        window_strides=(1, 1),
+        padding=padding,
+        rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
 
@@ -83,8 +87,10 @@ def _causal_conv2d_bwd(dilation, res, g):
     dx = _conv(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), ((0, dh * (kh - 1)), (dw * (kw - 1) // 2,) * 2), (dh, dw))
     h, width = x.shape[1], x.shape[2]
     xp = jnp.pad(x, ((0, 0), (dh * (kh - 1), 0), (dw * (kw - 1) // 2,) * 2, (0, 0)))
-    taps = [[jnp.einsum("bhwc,bhwo->co", xp[:, i * dh : i * dh + h, j * dw : j * dw + width], g)
-             for j in range(kw)] for i in range(kh)]
+    taps = [
+        [jnp.einsum("bhwc,bhwo->co", xp[:, i * dh : i * dh + h, j * dw : j * dw + width], g) for j in range(kw)]
+        for i in range(kh)
+    ]
     return dx, jnp.stack([jnp.stack(row) for row in taps]).astype(w.dtype)
 
 

@@ -28,13 +28,17 @@ def checkpoint_dir(path: str) -> str:
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True, create: bool = True):
-        policy = policies.AnyPreservationPolicy([
-            policies.LatestN(n=keep),
-            policies.BestN(get_metric_fn=lambda m: m["eval_nll"], reverse=False, n=1,
-                           keep_checkpoints_without_metrics=False),
-        ])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=async_save,
-                                               create=create, read_only=not create)
+        policy = policies.AnyPreservationPolicy(
+            [
+                policies.LatestN(n=keep),
+                policies.BestN(
+                    get_metric_fn=lambda m: m["eval_nll"], reverse=False, n=1, keep_checkpoints_without_metrics=False
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, enable_async_checkpointing=async_save, create=create, read_only=not create
+        )
         self.directory = directory
         self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
@@ -45,9 +49,12 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> None:
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)),
-                          metrics=metrics, force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics,
+            force=True,
+        )
 
     def restore(self, step: int, target: Any = None) -> tuple[Any, dict]:
         """(state, meta) of `step`; with `target` (an abstract or concrete state) the state is restored

@@ -63,8 +63,9 @@ def check_config(config: Any, n_devices: int) -> None:
         raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the {n_devices} devices")
     per_device = t.batch_size // n_devices
     if per_device % t.grad_accum_steps:
-        raise ValueError(f"the per-device batch {per_device} is not divisible by train.grad_accum_steps "
-                         f"{t.grad_accum_steps}")
+        raise ValueError(
+            f"the per-device batch {per_device} is not divisible by train.grad_accum_steps {t.grad_accum_steps}"
+        )
     if t.num_steps < 1 or t.checkpoint_every < 1:
         raise ValueError("train.num_steps and train.checkpoint_every must be positive")
 
@@ -187,8 +188,9 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
                     "learning_rate": float(vals[-1]["learning_rate"]),
                     "samples_per_s": len(vals) * t.batch_size / dt,
                 }
-                writer.scalars(step, {f"train/{k}": v for k, v in logged.items()}
-                               | {"train/skipped_steps": int(state.skipped)})
+                writer.scalars(
+                    step, {f"train/{k}": v for k, v in logged.items()} | {"train/skipped_steps": int(state.skipped)}
+                )
                 progress.line(step, {"loss": logged["loss"], "lr": logged["learning_rate"]})
                 results.update(logged)
                 worst = max(int(m["bad_streak"]) for m in vals)
@@ -202,7 +204,8 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
                 raise TrainingError(
                     f"{worst} non-finite steps in a row by step {step}; stopping. The last "
                     f"checkpoint in {checkpoint_dir(workdir)} holds the last good params (lower the learning "
-                    "rate or check the data)")
+                    "rate or check the data)"
+                )
             metrics_for_ckpt = None
             if step % t.eval_every == 0 or last:
                 evals = run_eval(step)
@@ -229,8 +232,9 @@ def _write_sample(model, state, mel_cfg, test_set, e, workdir, writer, step, mul
     """Synthesise the first test utterance from its mel: samples/step_N.wav and a mel image (ground truth
     on top, synthesis below)."""
     audio = test_set.load(0)[: int(e.synth_seconds * test_set.sample_rate)]
-    ref, y, mel_ref, mel_syn = _synthesise_sample(model, state.params, mel_cfg, audio, e.temperature,
-                                                  jax.random.fold_in(state.rng, step), multiple)
+    ref, y, mel_ref, mel_syn = _synthesise_sample(
+        model, state.params, mel_cfg, audio, e.temperature, jax.random.fold_in(state.rng, step), multiple
+    )
     out = os.path.join(workdir, "samples")
     os.makedirs(out, exist_ok=True)
     if not np.all(np.isfinite(y)):

@@ -32,8 +32,7 @@ class TrainState:
 
 def learning_rate_schedule(train: Any) -> optax.Schedule:
     """Adam's rate, multiplied by `lr_decay_factor` every `lr_decay_every` steps (official: 0.5 / 200k)."""
-    return optax.exponential_decay(train.learning_rate, train.lr_decay_every, train.lr_decay_factor,
-                                   staircase=True)
+    return optax.exponential_decay(train.learning_rate, train.lr_decay_every, train.lr_decay_factor, staircase=True)
 
 
 def make_optimizer(train: Any) -> optax.GradientTransformation:
@@ -50,8 +49,13 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    mesh: jax.sharding.Mesh, accum_steps: int = 1) -> Callable:
+def make_train_step(
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: jax.sharding.Mesh,
+    accum_steps: int = 1,
+) -> Callable:
     """-> jitted `step(state, batch) -> (state, metrics)`; `batch` is the global batch, sharded by rows.
     With `accum_steps` > 1 the batch is split into that many micro-batches whose gradients are averaged
     (same update, 1/accum_steps of the activation memory)."""
@@ -83,8 +87,13 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedul
             bad_streak=jnp.where(ok, 0, state.bad_streak + 1),
             skipped=state.skipped + (~ok).astype(jnp.int32),
         )
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step - state.skipped), "finite": ok,
-                   "bad_streak": new.bad_streak}
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "finite": ok,
+            "bad_streak": new.bad_streak,
+            "learning_rate": schedule(state.step - state.skipped),  # optimiser steps taken so far
+        }
         return new, metrics
 
     replicated = NamedSharding(mesh, P())

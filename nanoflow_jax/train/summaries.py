@@ -80,5 +80,6 @@ class Progress:
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         eta_s = "?" if not np.isfinite(eta) else f"{int(eta // 60)}m{int(eta % 60):02d}s"
         vals = " | ".join(f"{k} {v:.4g}" for k, v in values.items())
-        self.log(f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | {vals} | {rate:.2f} steps/s | "
-                 f"ETA {eta_s}")
+        self.log(
+            f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | {vals} | {rate:.2f} steps/s | ETA {eta_s}"
+        )
