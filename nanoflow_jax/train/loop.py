@@ -225,6 +225,9 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
         writer.close()
         signal.signal(signal.SIGTERM, previous)
     results["step"] = step
+    # printed by every process: multi-host runs can check that all hold the same params
+    results["params_checksum"] = float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(state.params)))
+    log(f"process {proc}: step {step}, params checksum {results['params_checksum']:.9g}")
     return results
 
 

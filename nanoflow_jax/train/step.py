@@ -44,9 +44,12 @@ def init_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array) ->
     return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng, bad_streak=zero, skipped=zero)
 
 
-def make_mesh() -> jax.sharding.Mesh:
-    # Auto axes: jit inserts the collectives (the default of make_mesh is explicit sharding types)
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
+    """1-D "data" mesh over `devices` (default: every device of every process). Auto axes: jit inserts the
+    collectives (make_mesh's own default is explicit sharding types)."""
+    if devices is None:
+        return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.sharding.Mesh(np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_train_step(
@@ -75,7 +78,7 @@ def make_train_step(
 
     def step(state: TrainState, batch: jax.Array):
         loss, grads = grads_of(state.params, batch)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -1,0 +1,63 @@
+"""Average the params of a run's last checkpoints (the official recipe's final step: a plain mean of
+every stored tensor).
+
+    python -m nanoflow_jax.average --workdir runs/wave_g16 --last 10 [--out runs/wave_g16/averaged]
+
+The result is a checkpoint folder that `nf.load_checkpoint`, `synth.py --checkpoint` and
+`train.py --warm_start` accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax
+import numpy as np
+
+from nanoflow_jax.cli import run_cli
+from nanoflow_jax.train.checkpoint import Checkpointer, checkpoint_dir
+
+
+def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tuple[str, list[int]]:
+    """Write the mean params of the `last` newest checkpoints of `workdir`; -> (out folder, steps used)."""
+    if last < 1:
+        raise ValueError(f"--last must be at least 1, got {last}")
+    src = checkpoint_dir(workdir)
+    if not os.path.isdir(src):
+        raise ValueError(f"workdir {workdir} does not exist")
+    ckpt = Checkpointer(src, create=False, async_save=False)
+    steps = sorted(ckpt.all_steps())[-last:]
+    if not steps:
+        raise ValueError(f"no checkpoints in {workdir}")
+    total, meta = None, None
+    for s in steps:
+        state, meta = ckpt.restore(s)
+        p = jax.tree.map(lambda a: np.asarray(a, np.float64), state["params"])
+        total = p if total is None else jax.tree.map(np.add, total, p)
+    ckpt.close()
+    mean = jax.tree.map(lambda a: (a / len(steps)).astype(np.float32), total)
+    out = out or os.path.join(os.path.abspath(workdir), "averaged")
+    dst = Checkpointer(out, keep=1, async_save=False)
+    dst.save(steps[-1], {"params": mean}, {"config": meta["config"], "averaged_steps": steps})
+    dst.wait()
+    dst.close()
+    return out, steps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.average", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--last", type=int, default=10)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+
+    def run():
+        out, steps = average_checkpoints(args.workdir, args.last, args.out)
+        print(f"averaged {len(steps)} checkpoints (steps {steps[0]}..{steps[-1]}) into {out}")
+
+    run_cli(run, "average")
+
+
+if __name__ == "__main__":
+    main()

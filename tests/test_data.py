@@ -1,0 +1,110 @@
+"""Data sources, checks, split and the resumable crop loader."""
+
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from nanoflow_jax.audio import write_wav
+from nanoflow_jax.data import DEMO_CORPUS, CropLoader, DataError, list_files, load_splits
+
+
+def data_cfg(path, source="folder", **kw):
+    return ml_collections.ConfigDict(dict(source=source, path=str(path), sample_rate=22050, test_fraction=0.1) | kw)
+
+
+def test_demo_corpus_is_ljspeech_layout():
+    files = list_files("folder", "demo")
+    assert len(files) == 40 and files == sorted(files, key=os.path.basename)
+    assert all(f.startswith(os.path.join(DEMO_CORPUS, "wavs")) for f in files)
+    lines = open(os.path.join(DEMO_CORPUS, "metadata.csv")).read().split("\n")
+    assert len([ln for ln in lines if ln]) == 40
+    size = sum(os.path.getsize(f) for f in files)
+    assert size < 6 * 2**20
+
+
+def test_official_split_first_tenth_is_test():
+    logs = []
+    train, test = load_splits(data_cfg("demo"), log=logs.append)
+    names = sorted(list_files("folder", "demo"), key=os.path.basename)
+    assert test.names == names[:4] and train.names == names[4:]
+    assert logs == ["data: 40 of 40 files usable"]
+
+
+def make_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    good = [0.1 * rng.standard_normal(3000).astype(np.float32) for _ in range(10)]
+    for i, x in enumerate(good):
+        write_wav(tmp_path / f"good_{i:02d}.wav", x, 22050)
+    write_wav(tmp_path / "silent.wav", np.zeros(3000, np.float32), 22050)
+    clipped = np.sign(rng.standard_normal(3000)).astype(np.float32)
+    write_wav(tmp_path / "clipped.wav", clipped, 22050)
+    write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 22050)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....not really a wave file")
+    sub = tmp_path / "other_rate"
+    sub.mkdir()
+    write_wav(sub / "good_16k.wav", 0.1 * rng.standard_normal(1600).astype(np.float32), 16000)
+    return good
+
+
+def test_bad_files_are_skipped_with_one_summary_line(tmp_path):
+    make_folder(tmp_path)
+    logs = []
+    train, test = load_splits(data_cfg(tmp_path), log=logs.append)
+    assert logs == ["data: 11 of 15 files usable, skipped 1 clipped, 1 empty, 1 silent, 1 unreadable; "
+                    "1 resampled to 22050 Hz"]
+    assert len(train) + len(test) == 11 and len(test) == 1
+    i = [os.path.basename(n) for n in train.names].index("good_16k.wav")
+    assert train.lengths[i] == 2205  # 1600 samples at 16 kHz
+
+
+def test_file_list_source(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "list.txt").write_text("good_01.wav|some text\n# comment\n" + str(tmp_path / "good_02.wav") + "\n")
+    assert [os.path.basename(f) for f in list_files("filelist", str(tmp_path / "list.txt"))] == [
+        "good_01.wav", "good_02.wav"]
+
+
+@pytest.mark.parametrize("path,source,match", [
+    ("", "folder", "no dataset given"),
+    ("/nonexistent/ljspeech", "folder", "does not exist"),
+    ("/nonexistent/list.txt", "filelist", "does not exist"),
+    ("demo", "s3", "unknown data.source"),
+])
+def test_bad_dataset_is_a_clear_error(path, source, match):
+    with pytest.raises(DataError, match=match):
+        load_splits(data_cfg(path, source), log=lambda *_: None)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no audio files"):
+        load_splits(data_cfg(tmp_path), log=lambda *_: None)
+    (tmp_path / "x.wav").write_bytes(b"junk")
+    with pytest.raises(DataError, match="no usable audio"):
+        load_splits(data_cfg(tmp_path), log=lambda *_: None)
+
+
+def test_loader_is_deterministic_resumable_and_sharded():
+    train, _ = load_splits(data_cfg("demo"), log=lambda *_: None)
+    a = CropLoader(train, 4, 1000, seed=3)
+    first = [next(a) for _ in range(12)]  # 48 items: crosses an epoch boundary (36 files)
+    state = a.state()
+    more = [next(a) for _ in range(3)]
+    a.close()
+    assert state == {"position": 48}
+    b = CropLoader(train, 4, 1000, seed=3, position=state["position"])
+    resumed = [next(b) for _ in range(3)]
+    b.close()
+    for x, y in zip(more, resumed, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert all(x.shape == (4, 1000) and x.dtype == np.float32 for x in first)
+    assert not np.array_equal(first[0], first[1])
+    c = CropLoader(train, 4, 1000, seed=4)
+    assert not np.array_equal(next(c), first[0])
+    c.close()
+    hosts = [CropLoader(train, 2, 1000, seed=3, process_index=i, process_count=2) for i in range(2)]
+    h0, h1 = next(hosts[0]), next(hosts[1])
+    for h in hosts:
+        h.close()
+    assert not np.array_equal(h0, h1)

@@ -1,0 +1,218 @@
+"""Trainer: data-parallel step, skipping non-finite steps, accumulation, and whole runs of train.py."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import nanoflow_jax as nf
+from nanoflow_jax.models.layers import causal_conv2d
+from nanoflow_jax.train.step import (
+    global_batch,
+    init_state,
+    learning_rate_schedule,
+    make_mesh,
+    make_optimizer,
+    make_train_step,
+    replicate,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_RUN = [
+    "--config=configs/demo.py", "--config.model.channels=8", "--config.model.n_layers=4", "--config.model.n_flows=2",
+    "--config.model.embed_dim=8", "--config.data.segment_length=2048", "--config.train.batch_size=2",
+    "--config.train.log_every=1", "--config.eval.batch_size=2", "--config.eval.num_crops=2",
+    "--config.eval.num_utterances=1", "--config.eval.synthesize=False",
+]
+
+
+def run_train(workdir, *extra, timeout=300, env_extra=None, wait=True):
+    env = dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    cmd = [sys.executable, "train.py", f"--workdir={workdir}", *TINY_RUN, *extra]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_causal_conv_gradient_matches_autodiff():
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(k1, (2, 6, 20, 5))
+    w = jax.random.normal(k2, (3, 3, 5, 7))
+    g = jax.random.normal(k3, (2, 6, 20, 7))
+    for dil in ((1, 1), (2, 4), (1, 8)):
+        ref = lambda x, w, dil=dil: jax.lax.conv_general_dilated(  # noqa: E731
+            x, w, (1, 1), ((2 * dil[0], 0), (dil[1], dil[1])), rhs_dilation=dil,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        np.testing.assert_allclose(causal_conv2d(x, w, dil), ref(x, w), atol=1e-5)
+        want = jax.grad(lambda x, w: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
+        got = jax.grad(lambda x, w: jnp.sum(causal_conv2d(x, w, dil) * g), (0, 1))(x, w)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def small_setup():
+    cfg = nf.ModelConfig(n_flows=2, n_layers=4, channels=8, n_groups=8, embed_dim=8)
+    model = nf.build_model(cfg)
+
+    def loss_fn(params, audio):
+        return nf.nll(*model.apply(params, audio, nf.mel_spectrogram(audio)))
+
+    train_cfg = type("T", (), dict(learning_rate=1e-3, lr_decay_every=100, lr_decay_factor=0.5, grad_clip_norm=5.0))
+    tx, schedule = make_optimizer(train_cfg), learning_rate_schedule(train_cfg)
+    audio = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (8, 1024))
+    params = model.init(jax.random.PRNGKey(0), audio, nf.mel_spectrogram(audio))
+    return loss_fn, tx, schedule, audio, params
+
+
+def run_steps(loss_fn, tx, schedule, mesh, params, batches, accum=1):
+    step = make_train_step(loss_fn, tx, schedule, mesh, accum)
+    state = replicate(init_state(params, tx, jax.random.PRNGKey(0)), mesh)
+    for b in batches:
+        state, metrics = step(state, global_batch(np.asarray(b), mesh))
+        jax.block_until_ready(metrics)  # CPU all-reduce: never queue multi-device steps back to back
+    return state, metrics
+
+
+def test_sharded_step_equals_single_device():
+    assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
+    loss_fn, tx, schedule, audio, params = small_setup()
+    batches = [audio, audio[::-1] * 0.5]
+    s8, m8 = run_steps(loss_fn, tx, schedule, make_mesh(), params, batches)
+    s1, m1 = run_steps(loss_fn, tx, schedule, make_mesh(jax.devices()[:1]), params, batches)
+    assert len(s8.params["params"]["estimator"]["layer_0"]["conv"]["v"].sharding.device_set) == 8
+    np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params),
+                                                               jax.tree.leaves(params), strict=True))
+    assert moved > 1e-4
+
+
+def test_gradient_accumulation_equals_full_batch():
+    loss_fn, tx, schedule, audio, params = small_setup()
+    mesh = make_mesh(jax.devices()[:1])
+    full, _ = run_steps(loss_fn, tx, schedule, mesh, params, [audio])
+    acc, _ = run_steps(loss_fn, tx, schedule, mesh, params, [audio], accum=4)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(acc.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)
+
+
+def test_non_finite_step_is_skipped_and_counted():
+    loss_fn, tx, schedule, audio, params = small_setup()
+    mesh = make_mesh(jax.devices()[:1])
+    bad = np.asarray(audio).copy()
+    bad[0, 5] = np.nan
+    state, metrics = run_steps(loss_fn, tx, schedule, mesh, params, [bad, bad])
+    assert not bool(metrics["finite"])
+    assert (int(state.step), int(state.skipped), int(state.bad_streak)) == (2, 2, 2)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    state2, _ = run_steps(loss_fn, tx, schedule, mesh, params, [bad, audio])
+    assert (int(state2.skipped), int(state2.bad_streak)) == (1, 0)
+
+
+def test_cli_bad_dataset_path_is_one_clear_line(tmp_path):
+    r = run_train(tmp_path / "w", "--config.data.path=/nonexistent/LJSpeech", timeout=120)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not re.match(r"^[IWE]\d{4}", ln)]
+    assert lines == ["train.py: error: dataset folder /nonexistent/LJSpeech does not exist"], r.stderr
+    r = run_train(tmp_path / "w", "--config.model.n_groups=12", timeout=120)
+    assert r.returncode == 2 and "segment_length 2048 must be a multiple of model.n_groups 12" in r.stderr
+
+
+def final_params(workdir):
+    _, _, params = nf.load_checkpoint(str(workdir))
+    return params
+
+
+@pytest.mark.slow
+def test_kill_9_and_rerun_equals_uninterrupted(tmp_path):
+    args = ["--config.train.num_steps=30", "--config.train.checkpoint_every=3", "--config.train.eval_every=1000"]
+    ref = run_train(tmp_path / "ref", *args)
+    assert ref.returncode == 0, ref.stdout[-2000:]
+    proc = run_train(tmp_path / "run", *args, wait=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(n.isdigit() and int(n) >= 9 for n in os.listdir(ckpts)):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit())
+    assert steps and steps[-1] < 30
+    again = run_train(tmp_path / "run", *args)
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert f"resumed from step {steps[-1]}" in again.stdout
+    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "run")), jax.tree.leaves(final_params(tmp_path / "ref")),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    proc = run_train(tmp_path / "w", "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
+                     wait=False)
+    out = ""
+    for line in proc.stdout:
+        out += line
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out += proc.stdout.read()
+    assert proc.wait(timeout=120) == 0, out[-2000:]
+    m = re.search(r"signal 15: saved step (\d+), exiting", out)
+    assert m, out[-2000:]
+    assert str(int(m.group(1))) in os.listdir(tmp_path / "w" / "checkpoints")
+
+
+@pytest.mark.slow
+def test_demo_config_trains_and_nll_goes_down(tmp_path):
+    r = run_train(tmp_path / "demo", "--config=configs/demo.py", "--config.train.num_steps=40",
+                  "--config.train.eval_every=20", "--config.train.log_every=10", "--config.eval.synthesize=True",
+                  "--config.eval.synth_seconds=0.5", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:]
+    nll = [float(x) for x in re.findall(r"eval at step \d+: nll_crops (-?[\d.]+)", r.stdout)]
+    assert len(nll) == 2 and nll[1] < nll[0] - 0.05, r.stdout[-3000:]
+    samples = os.listdir(tmp_path / "demo" / "samples")
+    assert sorted(samples) == ["step_40.wav", "step_40_mel.png"]
+    assert any(n.startswith("events") for n in os.listdir(tmp_path / "demo" / "tb"))
+    out = subprocess.run([sys.executable, "-m", "nanoflow_jax.average", "--workdir", str(tmp_path / "demo"),
+                          "--last", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "averaged 2 checkpoints (steps 20..40)" in out.stdout, out.stderr
+    config, model, params = nf.load_checkpoint(str(tmp_path / "demo" / "averaged"))
+    _, _, p20 = nf.load_checkpoint(str(tmp_path / "demo"), step=20)
+    _, _, p40 = nf.load_checkpoint(str(tmp_path / "demo"), step=40)
+    a, b, c = (jax.tree.leaves(p)[0] for p in (params, p20, p40))
+    np.testing.assert_allclose(a, (b + c) / 2, atol=1e-6)
+    assert config.model.channels == 32 and model.config.channels == 32
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_agree(tmp_path):
+    port = 20000 + os.getpid() % 20000
+    procs = [run_train(tmp_path / "w", "--config.train.num_steps=3", "--config.train.checkpoint_every=3",
+                       "--config.train.batch_size=2", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+                       f"--process_id={i}", wait=False) for i in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=400)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, o in zip(procs, outs, strict=True):
+        assert p.returncode == 0, o[-3000:]
+    sums = [re.search(r"process (\d): step 3, params checksum (\S+)", o).groups() for o in outs]
+    assert sorted(s[0] for s in sums) == ["0", "1"]
+    assert sums[0][1] == sums[1][1]
+    assert "3" in os.listdir(tmp_path / "w" / "checkpoints")
