@@ -34,9 +34,9 @@ TINY_RUN = [
 ]
 
 
-def run_train(workdir, *extra, timeout=300, env_extra=None, wait=True):
-    env = dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1", **(env_extra or {}))
-    cmd = [sys.executable, "train.py", f"--workdir={workdir}", *TINY_RUN, *extra]
+def run_train(workdir, *extra, timeout=300, wait=True, tiny=True):
+    env = dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "train.py", f"--workdir={workdir}", *(TINY_RUN if tiny else []), *extra]
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -176,9 +176,10 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_demo_config_trains_and_nll_goes_down(tmp_path):
-    r = run_train(tmp_path / "demo", "--config=configs/demo.py", "--config.train.num_steps=40",
-                  "--config.train.eval_every=20", "--config.train.log_every=10", "--config.eval.synthesize=True",
-                  "--config.eval.synth_seconds=0.5", timeout=900)
+    r = run_train(tmp_path / "demo", "--config=configs/demo.py", "--config.train.num_steps=40", "--config.data.segment_length=4000",
+                  "--config.train.eval_every=20", "--config.train.checkpoint_every=20", "--config.train.log_every=10",
+                  "--config.eval.synthesize=True",
+                  "--config.eval.synth_seconds=0.5", timeout=900, tiny=False)
     assert r.returncode == 0, r.stdout[-3000:]
     nll = [float(x) for x in re.findall(r"eval at step \d+: nll_crops (-?[\d.]+)", r.stdout)]
     assert len(nll) == 2 and nll[1] < nll[0] - 0.05, r.stdout[-3000:]
