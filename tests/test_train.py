@@ -1,5 +1,6 @@
 """Trainer: data-parallel step, skipping non-finite steps, accumulation, and whole runs of train.py."""
 
+import dataclasses
 import os
 import re
 import signal
@@ -10,7 +11,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import nanoflow_jax as nf
@@ -52,8 +52,8 @@ def test_causal_conv_gradient_matches_autodiff():
             x, w, (1, 1), ((2 * dil[0], 0), (dil[1], dil[1])), rhs_dilation=dil,
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         np.testing.assert_allclose(causal_conv2d(x, w, dil), ref(x, w), atol=1e-5)
-        want = jax.grad(lambda x, w: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
-        got = jax.grad(lambda x, w: jnp.sum(causal_conv2d(x, w, dil) * g), (0, 1))(x, w)
+        want = jax.grad(lambda x, w, ref=ref: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
+        got = jax.grad(lambda x, w, dil=dil: jnp.sum(causal_conv2d(x, w, dil) * g), (0, 1))(x, w)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
@@ -176,7 +176,8 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_demo_config_trains_and_nll_goes_down(tmp_path):
-    r = run_train(tmp_path / "demo", "--config=configs/demo.py", "--config.train.num_steps=40", "--config.data.segment_length=4000",
+    r = run_train(tmp_path / "demo", "--config=configs/demo.py", "--config.train.num_steps=40",
+                  "--config.data.segment_length=4000",
                   "--config.train.eval_every=20", "--config.train.checkpoint_every=20", "--config.train.log_every=10",
                   "--config.eval.synthesize=True",
                   "--config.eval.synth_seconds=0.5", timeout=900, tiny=False)
@@ -217,3 +218,36 @@ def test_two_processes_train_and_agree(tmp_path):
     assert sorted(s[0] for s in sums) == ["0", "1"]
     assert sums[0][1] == sums[1][1]
     assert "3" in os.listdir(tmp_path / "w" / "checkpoints")
+
+
+def test_remat_and_bf16_keep_the_function():
+    from tests.helpers import model_and_params, tiny
+
+    cfg = tiny("nanoflow_partial")
+    model, params, audio, mel = model_and_params(cfg)
+
+    def grads(m):
+        return jax.value_and_grad(lambda p: nf.nll(*m.apply(p, audio, mel)))(params)
+
+    (l1, g1), (l2, g2) = grads(model), grads(nf.AudioFlow(cfg, remat=True))
+    assert abs(float(l1 - l2)) < 1e-6
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+    l3, g3 = grads(nf.AudioFlow(cfg, dtype=jnp.bfloat16))
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g3))  # fp32 master weights
+    assert abs(float(l3 - l1)) < 0.05 * abs(float(l1)) + 0.01
+
+
+def test_warm_start_from_official_pt():
+    from nanoflow_jax.train.loop import _warm_start_params
+    from tests.conftest import DATA
+
+    pt = os.path.join(DATA, "nanoflow_small_official_ckpt.pt")
+    model, official = nf.load_official(pt, os.path.join(DATA, "nanoflow_small_config.json"))
+    fresh = nf.init_params(model, jax.random.PRNGKey(0))
+    warm = _warm_start_params(pt, model, fresh)
+    for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(official), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    wrong = nf.AudioFlow(dataclasses.replace(model.config, channels=16))
+    with pytest.raises(ValueError, match="warm start .*shape"):
+        _warm_start_params(pt, wrong, nf.init_params(wrong, jax.random.PRNGKey(0)))

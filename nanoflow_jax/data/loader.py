@@ -1,9 +1,9 @@
 """Random fixed-length crops for training, deterministic and resumable, loaded in the background.
 
-The stream of one host is an endless sequence of items: epoch e visits this host's share of a seeded
-permutation of the training set (host h of P takes every P-th file), and item i of it is cropped at an
-offset drawn from a generator seeded by (seed, e, i). So a batch depends only on the stream position,
-which is all the state a checkpoint needs to resume exactly.
+The stream of one host is an endless sequence of items: epoch e visits a seeded permutation of this
+host's training files (its shard), and item i of it is cropped at an offset drawn from a generator seeded
+by (seed, host, e, i). So a batch depends only on the stream position, which is all the state a
+checkpoint needs to resume exactly.
 """
 
 from __future__ import annotations
@@ -51,18 +51,17 @@ class CropLoader:
 
     def _shard(self, epoch: int) -> np.ndarray:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
-            perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.data))
-            self._epoch_cache = (epoch, perm[self.process_index :: self.process_count])
+            perm = np.random.default_rng((self.seed, self.process_index, epoch)).permutation(len(self.data))
+            self._epoch_cache = (epoch, perm)
         return self._epoch_cache[1]
 
     def batch_at(self, position: int) -> np.ndarray:
         out = np.empty((self.batch_size, self.segment_length), np.float32)
         for j in range(self.batch_size):
             p = position + j
-            shard_len = len(self.data) // self.process_count  # equal on every host
-            epoch, i = divmod(p, shard_len)
+            epoch, i = divmod(p, len(self.data))
             idx = int(self._shard(epoch)[i])
-            rng = np.random.default_rng((self.seed, epoch, i, self.process_index))
+            rng = np.random.default_rng((self.seed, self.process_index, epoch, i))
             out[j] = crop(self.data.load(idx), self.segment_length, rng)
         return out
 

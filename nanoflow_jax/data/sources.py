@@ -1,8 +1,9 @@
 """Where training audio comes from: an LJSpeech-layout folder, any folder of WAVs, a file list, or TFDS.
 
 The official split: files sorted by name, the first `test_fraction` of them (10%: 1310 of LJSpeech's
-13,100) are the test set, the rest train. Every file is decoded once up front: unreadable, empty, silent
-or clipped files are left out and counted in one summary line, so nothing fails mid-run.
+13,100) are the test set, the rest train; in a multi-host run each host takes every P-th training file
+and reads only those (and the test set). Each file read is decoded once up front: unreadable, empty,
+silent or clipped files are left out and counted in one summary line, so nothing fails mid-run.
 """
 
 from __future__ import annotations
@@ -106,39 +107,41 @@ def _check(path: str, sample_rate: int):
     return "ok", resample(x, sr, sample_rate), sr != sample_rate
 
 
-def load_splits(data: Any, log=print, keep_in_memory_mb: float = 2048) -> tuple[AudioSet, AudioSet]:
-    """(train, test) from a config's `data` section (source, path, sample_rate, test_fraction)."""
+def load_splits(data: Any, log=print, process_index: int = 0, process_count: int = 1,
+                keep_in_memory_mb: float = 2048) -> tuple[AudioSet, AudioSet]:
+    """(train shard of this host, test) from a config's `data` section (source, path, sample_rate,
+    test_fraction)."""
     if data.source == "tfds":
         from nanoflow_jax.data.tfds import load_tfds_splits
 
         return load_tfds_splits(data, log)
     files = list_files(data.source, data.path)
+    n_test = int(len(files) * data.test_fraction)
+    test_files, train_files = files[:n_test], files[n_test:][process_index::process_count]
+    mine = test_files + train_files
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda p: _check(p, data.sample_rate), files))
-    counts = {}
+        results = list(pool.map(lambda p: _check(p, data.sample_rate), mine))
+    counts: dict[str, int] = {}
     for status, _, _ in results:
         counts[status] = counts.get(status, 0) + 1
-    good = [(f, x) for f, (s, x, _) in zip(files, results, strict=True) if s == "ok"]
     n_resampled = sum(r for s, _, r in results if s == "ok")
     skipped = {k: v for k, v in counts.items() if k != "ok"}
-    msg = f"data: {len(good)} of {len(files)} files usable"
+    who = f" (host {process_index} of {process_count})" if process_count > 1 else ""
+    msg = f"data{who}: {counts.get('ok', 0)} of {len(mine)} files usable"
     if skipped:
         msg += ", skipped " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items()))
     if n_resampled:
         msg += f"; {n_resampled} resampled to {data.sample_rate} Hz"
     log(msg)
+    good = [(f, x) for f, (s, x, _) in zip(mine, results, strict=True) if s == "ok"]
     if not good:
         raise DataError(f"no usable audio in {data.path}")
-    n_test = int(len(good) * data.test_fraction)
     total_mb = sum(x.nbytes for _, x in good) / 2**20
     in_memory = total_mb <= keep_in_memory_mb
 
     def make(items):
-        return AudioSet(
-            [f for f, _ in items],
-            data.sample_rate,
-            [x for _, x in items] if in_memory else None,
-            [len(x) for _, x in items],
-        )
+        return AudioSet([f for f, _ in items], data.sample_rate, [x for _, x in items] if in_memory else None,
+                        [len(x) for _, x in items])
 
-    return make(good[n_test:]), make(good[:n_test])
+    test_set = set(test_files)
+    return make([g for g in good if g[0] not in test_set]), make([g for g in good if g[0] in test_set])

@@ -105,7 +105,7 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
     if n_frames(d.segment_length, d.hop_length) * HOP < d.segment_length:
         raise ValueError("data.segment_length is too long for its own mel")
 
-    train_set, test_set = load_splits(d, say)  # clear data errors before any compilation
+    train_set, test_set = load_splits(d, log if n_proc > 1 else say, proc, n_proc)  # errors before compiling
     if len(test_set) == 0:
         raise DataError(f"the test split is empty: {len(train_set)} files with test_fraction={d.test_fraction}")
 
@@ -134,7 +134,7 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
     start = int(state.step)
 
     local_batch = t.batch_size // n_proc
-    loader = CropLoader(train_set, local_batch, d.segment_length, t.seed, proc, n_proc, position)
+    loader = CropLoader(train_set, local_batch, d.segment_length, t.seed, proc, position)
 
     def loss_fn(params, audio):
         z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg))
