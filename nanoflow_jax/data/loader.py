@@ -34,14 +34,13 @@ class CropLoader:
         segment_length: int,
         seed: int,
         process_index: int = 0,
-        process_count: int = 1,
         position: int = 0,
         prefetch: int = 4,
     ):
-        if len(data) < process_count:
-            raise ValueError(f"{len(data)} training files cannot be shared among {process_count} hosts")
+        if len(data) == 0:
+            raise ValueError("no training files to load")
         self.data, self.batch_size, self.segment_length, self.seed = data, batch_size, segment_length, seed
-        self.process_index, self.process_count = process_index, process_count
+        self.process_index = process_index
         self.position = position  # items of the stream already handed out
         self._epoch_cache: tuple[int, np.ndarray] | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)

@@ -65,12 +65,16 @@ def _conv(x: Array, w: Array, padding, dilation) -> Array:
     )
 
 
-def causal_conv2d(x: Array, w: Array, dilation: tuple[int, int]) -> Array:
+def causal_conv2d(x: Array, w: Array, dilation: tuple[int, int], fast_grad: bool = True) -> Array:
     """(B, H, W, Cin) * (kh, kw, Cin, Cout) kernel, causal down H (padding on top), "same" along W.
 
     A width dilation d is turned into d interleaved phases moved to the batch axis, so the convolution
-    itself is undilated along W (XLA's CPU convolution is ~2x slower when dilated)."""
+    itself is undilated along W (XLA's CPU convolution is ~2x slower when dilated). `fast_grad` uses the
+    explicit reverse-mode gradient below; it has no forward mode (jax.jvp / jacfwd): pass False for that."""
     dh, dw = dilation
+    if not fast_grad:
+        kh, kw = w.shape[:2]
+        return _conv(x, w, ((dh * (kh - 1), 0), (dw * (kw - 1) // 2,) * 2), (dh, dw))
     if dw == 1:
         return _causal_conv2d(x, w, dh)
     b, h, width, c = x.shape
@@ -122,6 +126,7 @@ class CausalConv(nn.Module):
     kernel_size: Sequence[int] = (3, 3)
     dilation: Sequence[int] = (1, 1)
     use_weight_norm: bool = True
+    fast_grad: bool = True
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -130,5 +135,5 @@ class CausalConv(nn.Module):
         c_in = x.shape[-1]
         fan_in = c_in * kh * kw
         w = _kernel(self, (kh, kw, c_in, self.features), fan_in, self.use_weight_norm)
-        y = causal_conv2d(x, w.astype(x.dtype), (dh, dw))
+        y = causal_conv2d(x, w.astype(x.dtype), (dh, dw), self.fast_grad)
         return y + self.param("bias", torch_uniform(fan_in), (self.features,)).astype(x.dtype)

@@ -32,22 +32,27 @@ _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 
 class AudioFlow(nn.Module):
     """Options beyond the architecture:
-    remat: recompute each flow step's activations in the backward pass (jax.checkpoint) to save memory.
+    remat: recompute activations in the backward pass (jax.checkpoint) to save memory: each flow step
+        keeps only its input, and within a step each estimator layer only its input.
     dtype: compute type of the estimator (e.g. jnp.bfloat16); params, coupling, log-det stay float32.
     unroll: run the flow step in a Python loop instead of `nn.scan` (a check of the scan; its program
-        grows with K)."""
+        grows with K).
+    fast_conv_grad: the estimator's convolutions use an explicit gradient that XLA runs much faster
+        inside the flow scan on CPU; it supports reverse mode only. False allows jax.jvp / jacfwd."""
 
     config: ModelConfig
     remat: bool = False
     dtype: Any = jnp.float32
     unroll: bool = False
+    fast_conv_grad: bool = True
 
     def setup(self):
         cfg = self.config
         self.coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
         self.conditioner = Conditioner()
         if cfg.n_shared:
-            self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True)
+            self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True, remat_layers=self.remat,
+                                       fast_conv_grad=self.fast_conv_grad)
         if cfg.n_shared < cfg.n_layers:
             # read, not declared, when present: the inference form's tree (folded kernels) differs from
             # what the initialiser would build, and Flax would reject it as a shape mismatch
@@ -74,7 +79,8 @@ class AudioFlow(nn.Module):
     def _top(self) -> WaveNet2D:
         """The per-flow top of the estimator (all of it for WaveFlow), applied functionally."""
         cfg = self.config
-        return WaveNet2D(cfg, cfg.n_shared, cfg.n_layers, has_front=cfg.n_shared == 0, parent=None)
+        return WaveNet2D(cfg, cfg.n_shared, cfg.n_layers, has_front=cfg.n_shared == 0, remat_layers=self.remat,
+                         fast_conv_grad=self.fast_conv_grad, parent=None)
 
     def _init_per_flow(self, rng):
         cfg = self.config
@@ -167,15 +173,15 @@ class AudioFlow(nn.Module):
 
     def _conditioning(self, mel: Array, length: int):
         """-> get(mdl, flipped) giving one flow's (shared layers' conditioning term, conditioner output)
-        in that flow's orientation. The conditioning term is computed once for all flows and both
-        orientations (recomputing it inside each remat step measured slower and no smaller on CPU)."""
+        in that flow's orientation. The conditioning term is computed once for all flows (recomputing it
+        inside each remat step measured slower and no smaller on CPU)."""
         c = self.condition(mel, length).astype(self.dtype)
-        c_both = jnp.stack([c, flip_rows(c)])
-        if not self.config.n_shared:
-            return lambda mdl, o: (None, c_both[o])
-        cond = self.estimator.condition(c)
-        cond_both = jnp.stack([cond, flip_rows(cond)])
-        return lambda mdl, o: (cond_both[o], c_both[o])
+        cond = self.estimator.condition(c) if self.config.n_shared else None
+
+        def oriented(a, o):  # a flipped copy only for the flows that need one; one gradient buffer
+            return None if a is None else jax.lax.cond(o == 1, flip_rows, lambda v: v, a)
+
+        return lambda mdl, o: (oriented(cond, o), oriented(c, o))
 
     def _check_audio(self, x: Array, what: str):
         if x.ndim != 2:

@@ -134,7 +134,7 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
     start = int(state.step)
 
     local_batch = t.batch_size // n_proc
-    loader = CropLoader(train_set, local_batch, d.segment_length, t.seed, proc, position)
+    loader = CropLoader(train_set, local_batch, d.segment_length, t.seed, process_index=proc, position=position)
 
     def loss_fn(params, audio):
         z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg))
