@@ -251,3 +251,16 @@ def test_warm_start_from_official_pt():
     wrong = nf.AudioFlow(dataclasses.replace(model.config, channels=16))
     with pytest.raises(ValueError, match="warm start .*shape"):
         _warm_start_params(pt, wrong, nf.init_params(wrong, jax.random.PRNGKey(0)))
+
+
+@pytest.mark.slow
+def test_run_of_non_finite_steps_stops_with_checkpoint_intact(tmp_path):
+    # a huge learning rate blows the params up after the first step; every later step is non-finite
+    r = run_train(tmp_path / "w", "--config.train.learning_rate=1e30", "--config.train.max_bad_steps=3",
+                  "--config.train.num_steps=50", "--config.train.checkpoint_every=1", "--config.train.eval_every=1000")
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "non-finite steps in a row" in r.stderr and "stopping" in r.stderr
+    steps = sorted(int(n) for n in os.listdir(tmp_path / "w" / "checkpoints") if n.isdigit())
+    assert steps and steps[-1] < 50
+    _, _, params = nf.load_checkpoint(str(tmp_path / "w"))
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(params))
