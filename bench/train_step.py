@@ -20,8 +20,12 @@ import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-MODES = {"fp32": ("float32", False), "fp32_remat": ("float32", True), "bf16_remat": ("bfloat16", True),
-         "bf16": ("bfloat16", False)}
+MODES = {
+    "fp32": ("float32", False),
+    "fp32_remat": ("float32", True),
+    "bf16_remat": ("bfloat16", True),
+    "bf16": ("bfloat16", False),
+}
 
 
 def run_one(mode: str, steps: int) -> dict:
@@ -72,7 +76,10 @@ def run_one(mode: str, steps: int) -> dict:
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     return {
-        "mode": mode, "median_s": statistics.median(times), "min_s": min(times), "compile_s": compile_s,
+        "mode": mode,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "compile_s": compile_s,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "xla_temp_gib": (mem.temp_size_in_bytes if mem else float("nan")) / 2**30,
         "loss": float(m["loss"]),
@@ -90,17 +97,27 @@ def main():
         return
     import jax
 
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform} x {jax.device_count()}, {os.cpu_count()} CPUs; "
-          "NanoFlow C=128 K=8 L=8 G=16 D=512, batch 2 x 16000")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].platform} x {jax.device_count()}, {os.cpu_count()} CPUs; "
+        "NanoFlow C=128 K=8 L=8 G=16 D=512, batch 2 x 16000"
+    )
     official_s, official_gib = 16.6, 12.9
-    print(f"{'mode':12s} {'median s':>9s} {'vs official':>11s} {'peak RSS GiB':>13s} {'vs official':>11s} "
-          f"{'XLA temp GiB':>13s} {'compile s':>9s}")
+    print(
+        f"{'mode':12s} {'median s':>9s} {'vs official':>11s} {'peak RSS GiB':>13s} {'vs official':>11s} "
+        f"{'XLA temp GiB':>13s} {'compile s':>9s}"
+    )
     for mode in args.modes.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", mode, "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", mode, "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{mode:12s} {r['median_s']:9.2f} {official_s / r['median_s']:10.2f}x {r['peak_rss_gib']:13.2f} "
-              f"{r['peak_rss_gib'] / official_gib:10.2f}x {r['xla_temp_gib']:13.2f} {r['compile_s']:9.1f}")
+        print(
+            f"{mode:12s} {r['median_s']:9.2f} {official_s / r['median_s']:10.2f}x {r['peak_rss_gib']:13.2f} "
+            f"{r['peak_rss_gib'] / official_gib:10.2f}x {r['xla_temp_gib']:13.2f} {r['compile_s']:9.1f}"
+        )
 
 
 if __name__ == "__main__":

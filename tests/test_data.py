@@ -52,8 +52,9 @@ def test_bad_files_are_skipped_with_one_summary_line(tmp_path):
     make_folder(tmp_path)
     logs = []
     train, test = load_splits(data_cfg(tmp_path), log=logs.append)
-    assert logs == ["data: 11 of 15 files usable, skipped 1 clipped, 1 empty, 1 silent, 1 unreadable; "
-                    "1 resampled to 22050 Hz"]
+    assert logs == [
+        "data: 11 of 15 files usable, skipped 1 clipped, 1 empty, 1 silent, 1 unreadable; 1 resampled to 22050 Hz"
+    ]
     # the split is by name, before the checks: the test file (first of 15) was the clipped one
     assert len(train) == 11 and len(test) == 0
     i = [os.path.basename(n) for n in train.names].index("good_16k.wav")
@@ -64,15 +65,20 @@ def test_file_list_source(tmp_path):
     make_folder(tmp_path)
     (tmp_path / "list.txt").write_text("good_01.wav|some text\n# comment\n" + str(tmp_path / "good_02.wav") + "\n")
     assert [os.path.basename(f) for f in list_files("filelist", str(tmp_path / "list.txt"))] == [
-        "good_01.wav", "good_02.wav"]
+        "good_01.wav",
+        "good_02.wav",
+    ]
 
 
-@pytest.mark.parametrize("path,source,match", [
-    ("", "folder", "no dataset given"),
-    ("/nonexistent/ljspeech", "folder", "does not exist"),
-    ("/nonexistent/list.txt", "filelist", "does not exist"),
-    ("demo", "s3", "unknown data.source"),
-])
+@pytest.mark.parametrize(
+    "path,source,match",
+    [
+        ("", "folder", "no dataset given"),
+        ("/nonexistent/ljspeech", "folder", "does not exist"),
+        ("/nonexistent/list.txt", "filelist", "does not exist"),
+        ("demo", "s3", "unknown data.source"),
+    ],
+)
 def test_bad_dataset_is_a_clear_error(path, source, match):
     with pytest.raises(DataError, match=match):
         load_splits(data_cfg(path, source), log=lambda *_: None)

@@ -27,10 +27,18 @@ from nanoflow_jax.train.step import (
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = [
-    "--config=configs/demo.py", "--config.model.channels=8", "--config.model.n_layers=4", "--config.model.n_flows=2",
-    "--config.model.embed_dim=8", "--config.data.segment_length=2048", "--config.train.batch_size=2",
-    "--config.train.log_every=1", "--config.eval.batch_size=2", "--config.eval.num_crops=2",
-    "--config.eval.num_utterances=1", "--config.eval.synthesize=False",
+    "--config=configs/demo.py",
+    "--config.model.channels=8",
+    "--config.model.n_layers=4",
+    "--config.model.n_flows=2",
+    "--config.model.embed_dim=8",
+    "--config.data.segment_length=2048",
+    "--config.train.batch_size=2",
+    "--config.train.log_every=1",
+    "--config.eval.batch_size=2",
+    "--config.eval.num_crops=2",
+    "--config.eval.num_utterances=1",
+    "--config.eval.synthesize=False",
 ]
 
 
@@ -49,8 +57,13 @@ def test_causal_conv_gradient_matches_autodiff():
     g = jax.random.normal(k3, (2, 6, 20, 7))
     for dil in ((1, 1), (2, 4), (1, 8)):
         ref = lambda x, w, dil=dil: jax.lax.conv_general_dilated(  # noqa: E731
-            x, w, (1, 1), ((2 * dil[0], 0), (dil[1], dil[1])), rhs_dilation=dil,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            x,
+            w,
+            (1, 1),
+            ((2 * dil[0], 0), (dil[1], dil[1])),
+            rhs_dilation=dil,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
         np.testing.assert_allclose(causal_conv2d(x, w, dil), ref(x, w), atol=1e-5)
         want = jax.grad(lambda x, w, ref=ref: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
         got = jax.grad(lambda x, w, dil=dil: jnp.sum(causal_conv2d(x, w, dil) * g), (0, 1))(x, w)
@@ -91,8 +104,9 @@ def test_sharded_step_equals_single_device():
     np.testing.assert_allclose(float(m8["loss"]), float(m1["loss"]), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)
-    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params),
-                                                               jax.tree.leaves(params), strict=True))
+    moved = max(
+        float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(params), strict=True)
+    )
     assert moved > 1e-4
 
 
@@ -152,15 +166,17 @@ def test_kill_9_and_rerun_equals_uninterrupted(tmp_path):
     again = run_train(tmp_path / "run", *args)
     assert again.returncode == 0, again.stdout[-2000:]
     assert f"resumed from step {steps[-1]}" in again.stdout
-    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "run")), jax.tree.leaves(final_params(tmp_path / "ref")),
-                    strict=True):
+    for a, b in zip(
+        jax.tree.leaves(final_params(tmp_path / "run")), jax.tree.leaves(final_params(tmp_path / "ref")), strict=True
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
-    proc = run_train(tmp_path / "w", "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000",
-                     wait=False)
+    proc = run_train(
+        tmp_path / "w", "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000", wait=False
+    )
     out = ""
     for line in proc.stdout:
         out += line
@@ -176,19 +192,32 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_demo_config_trains_and_nll_goes_down(tmp_path):
-    r = run_train(tmp_path / "demo", "--config=configs/demo.py", "--config.train.num_steps=40",
-                  "--config.data.segment_length=4000",
-                  "--config.train.eval_every=20", "--config.train.checkpoint_every=20", "--config.train.log_every=10",
-                  "--config.eval.synthesize=True",
-                  "--config.eval.synth_seconds=0.5", timeout=900, tiny=False)
+    r = run_train(
+        tmp_path / "demo",
+        "--config=configs/demo.py",
+        "--config.train.num_steps=40",
+        "--config.data.segment_length=4000",
+        "--config.train.eval_every=20",
+        "--config.train.checkpoint_every=20",
+        "--config.train.log_every=10",
+        "--config.eval.synthesize=True",
+        "--config.eval.synth_seconds=0.5",
+        timeout=900,
+        tiny=False,
+    )
     assert r.returncode == 0, r.stdout[-3000:]
     nll = [float(x) for x in re.findall(r"eval at step \d+: nll_crops (-?[\d.]+)", r.stdout)]
     assert len(nll) == 2 and nll[1] < nll[0] - 0.05, r.stdout[-3000:]
     samples = os.listdir(tmp_path / "demo" / "samples")
     assert sorted(samples) == ["step_40.wav", "step_40_mel.png"]
     assert any(n.startswith("events") for n in os.listdir(tmp_path / "demo" / "tb"))
-    out = subprocess.run([sys.executable, "-m", "nanoflow_jax.average", "--workdir", str(tmp_path / "demo"),
-                          "--last", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "nanoflow_jax.average", "--workdir", str(tmp_path / "demo"), "--last", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "averaged 2 checkpoints (steps 20..40)" in out.stdout, out.stderr
     config, model, params = nf.load_checkpoint(str(tmp_path / "demo" / "averaged"))
     _, _, p20 = nf.load_checkpoint(str(tmp_path / "demo"), step=20)
@@ -201,9 +230,19 @@ def test_demo_config_trains_and_nll_goes_down(tmp_path):
 @pytest.mark.slow
 def test_two_processes_train_and_agree(tmp_path):
     port = 20000 + os.getpid() % 20000
-    procs = [run_train(tmp_path / "w", "--config.train.num_steps=3", "--config.train.checkpoint_every=3",
-                       "--config.train.batch_size=2", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
-                       f"--process_id={i}", wait=False) for i in range(2)]
+    procs = [
+        run_train(
+            tmp_path / "w",
+            "--config.train.num_steps=3",
+            "--config.train.checkpoint_every=3",
+            "--config.train.batch_size=2",
+            f"--coordinator=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            wait=False,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         try:
@@ -256,8 +295,14 @@ def test_warm_start_from_official_pt():
 @pytest.mark.slow
 def test_run_of_non_finite_steps_stops_with_checkpoint_intact(tmp_path):
     # a huge learning rate blows the params up after the first step; every later step is non-finite
-    r = run_train(tmp_path / "w", "--config.train.learning_rate=1e30", "--config.train.max_bad_steps=3",
-                  "--config.train.num_steps=50", "--config.train.checkpoint_every=1", "--config.train.eval_every=1000")
+    r = run_train(
+        tmp_path / "w",
+        "--config.train.learning_rate=1e30",
+        "--config.train.max_bad_steps=3",
+        "--config.train.num_steps=50",
+        "--config.train.checkpoint_every=1",
+        "--config.train.eval_every=1000",
+    )
     assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
     assert "non-finite steps in a row" in r.stderr and "stopping" in r.stderr
     steps = sorted(int(n) for n in os.listdir(tmp_path / "w" / "checkpoints") if n.isdigit())

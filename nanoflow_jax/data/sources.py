@@ -107,8 +107,9 @@ def _check(path: str, sample_rate: int):
     return "ok", resample(x, sr, sample_rate), sr != sample_rate
 
 
-def load_splits(data: Any, log=print, process_index: int = 0, process_count: int = 1,
-                keep_in_memory_mb: float = 2048) -> tuple[AudioSet, AudioSet]:
+def load_splits(
+    data: Any, log=print, process_index: int = 0, process_count: int = 1, keep_in_memory_mb: float = 2048
+) -> tuple[AudioSet, AudioSet]:
     """(train shard of this host, test) from a config's `data` section (source, path, sample_rate,
     test_fraction)."""
     if data.source == "tfds":
@@ -140,8 +141,12 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
     in_memory = total_mb <= keep_in_memory_mb
 
     def make(items):
-        return AudioSet([f for f, _ in items], data.sample_rate, [x for _, x in items] if in_memory else None,
-                        [len(x) for _, x in items])
+        return AudioSet(
+            [f for f, _ in items],
+            data.sample_rate,
+            [x for _, x in items] if in_memory else None,
+            [len(x) for _, x in items],
+        )
 
     test_set = set(test_files)
     return make([g for g in good if g[0] not in test_set]), make([g for g in good if g[0] in test_set])

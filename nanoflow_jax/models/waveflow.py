@@ -32,8 +32,8 @@ _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 
 class AudioFlow(nn.Module):
     """Options beyond the architecture:
-    remat: recompute activations in the backward pass (jax.checkpoint) to save memory: each flow step
-        keeps only its input, and within a step each estimator layer only its input.
+    remat: recompute each flow step's activations in the backward pass (jax.checkpoint), keeping only
+        its input (remat per estimator layer on top measured 1.3x slower for 7% less memory on CPU).
     dtype: compute type of the estimator (e.g. jnp.bfloat16); params, coupling, log-det stay float32.
     unroll: run the flow step in a Python loop instead of `nn.scan` (a check of the scan; its program
         grows with K).
@@ -51,8 +51,7 @@ class AudioFlow(nn.Module):
         self.coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
         self.conditioner = Conditioner()
         if cfg.n_shared:
-            self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True, remat_layers=self.remat,
-                                       fast_conv_grad=self.fast_conv_grad)
+            self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True, fast_conv_grad=self.fast_conv_grad)
         if cfg.n_shared < cfg.n_layers:
             # read, not declared, when present: the inference form's tree (folded kernels) differs from
             # what the initialiser would build, and Flax would reject it as a shape mismatch
@@ -79,8 +78,14 @@ class AudioFlow(nn.Module):
     def _top(self) -> WaveNet2D:
         """The per-flow top of the estimator (all of it for WaveFlow), applied functionally."""
         cfg = self.config
-        return WaveNet2D(cfg, cfg.n_shared, cfg.n_layers, has_front=cfg.n_shared == 0, remat_layers=self.remat,
-                         fast_conv_grad=self.fast_conv_grad, parent=None)
+        return WaveNet2D(
+            cfg,
+            cfg.n_shared,
+            cfg.n_layers,
+            has_front=cfg.n_shared == 0,
+            fast_conv_grad=self.fast_conv_grad,
+            parent=None,
+        )
 
     def _init_per_flow(self, rng):
         cfg = self.config

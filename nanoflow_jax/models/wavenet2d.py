@@ -29,8 +29,9 @@ class ResidualLayer(nn.Module):
 
     def setup(self):
         cfg, c2 = self.config, 2 * self.config.channels
-        self.conv = CausalConv(c2, (3, 3), (cfg.height_dilation(self.index), 2**self.index),
-                               fast_grad=self.fast_conv_grad)
+        self.conv = CausalConv(
+            c2, (3, 3), (cfg.height_dilation(self.index), 2**self.index), fast_grad=self.fast_conv_grad
+        )
         self.cond_proj = Dense(c2)
         if cfg.injects("additive"):
             self.embed_proj = Dense(c2, use_weight_norm=cfg.embed_weight_norm)
@@ -81,15 +82,15 @@ class WaveNet2D(nn.Module):
     first: int = 0
     last: int = -1
     has_front: bool = True
-    remat_layers: bool = False  # recompute each layer in the backward pass (keeps only layer inputs)
     fast_conv_grad: bool = True  # see layers.causal_conv2d
 
     def setup(self):
         last = self.config.n_layers if self.last < 0 else self.last
         if self.has_front:
             self.front_conv = FrontConv(self.config)
-        layer = nn.remat(ResidualLayer) if self.remat_layers else ResidualLayer
-        self.layers = [layer(self.config, i, self.fast_conv_grad, name=f"layer_{i}") for i in range(self.first, last)]
+        self.layers = [
+            ResidualLayer(self.config, i, self.fast_conv_grad, name=f"layer_{i}") for i in range(self.first, last)
+        ]
 
     def condition(self, c: Array) -> Array:
         """(B, G, W, bands) -> (B, G, W, n_layers, 2C) conditioning term of every layer."""
