@@ -34,9 +34,9 @@ def run_one(mode: str, steps: int) -> dict:
     import numpy as np
 
     from configs import wave_g16
-    from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
-    from nanoflow_jax.losses import nll
+    from nanoflow_jax.audio.mel import MelConfig
     from nanoflow_jax.params import init_params
+    from nanoflow_jax.train.evaluate import audio_nll
     from nanoflow_jax.train.loop import build_training_model
     from nanoflow_jax.train.step import (
         global_batch,
@@ -53,10 +53,7 @@ def run_one(mode: str, steps: int) -> dict:
     model = build_training_model(cfg)
     mel_cfg = MelConfig.from_any(cfg.data)
 
-    def loss_fn(params, audio):
-        z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg))
-        return nll(z, logdet)
-
+    loss_fn = audio_nll(model, mel_cfg)
     mesh = make_mesh()
     tx, schedule = make_optimizer(cfg.train), learning_rate_schedule(cfg.train)
     state = replicate(init_state(init_params(model, jax.random.PRNGKey(0)), tx, jax.random.PRNGKey(1)), mesh)

@@ -18,15 +18,19 @@ from nanoflow_jax.data import AudioSet, crop
 from nanoflow_jax.losses import nll
 
 
-def make_nll_fn(model, mel_cfg: MelConfig) -> Callable:
-    """jitted (params, audio (B, T)) -> mean NLL per sample, mel computed from the audio on device."""
+def audio_nll(model, mel_cfg: MelConfig) -> Callable:
+    """(params, audio (B, T)) -> mean NLL per sample, with the mel computed from the audio (on device):
+    the training loss and the evaluation metric."""
 
-    @jax.jit
     def fn(params, audio):
         z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg))
         return nll(z, logdet)
 
     return fn
+
+
+def make_nll_fn(model, mel_cfg: MelConfig) -> Callable:
+    return jax.jit(audio_nll(model, mel_cfg))
 
 
 def fixed_crops(data: AudioSet, n: int, length: int, seed: int = 0) -> np.ndarray:

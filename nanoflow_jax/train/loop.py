@@ -18,7 +18,6 @@ from nanoflow_jax.audio.io import write_wav
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram, n_frames
 from nanoflow_jax.config import ModelConfig
 from nanoflow_jax.data import CropLoader, DataError, load_splits
-from nanoflow_jax.losses import nll
 from nanoflow_jax.models import HOP, AudioFlow
 from nanoflow_jax.params import init_params
 from nanoflow_jax.train import evaluate
@@ -136,10 +135,7 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
     local_batch = t.batch_size // n_proc
     loader = CropLoader(train_set, local_batch, d.segment_length, t.seed, process_index=proc, position=position)
 
-    def loss_fn(params, audio):
-        z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg))
-        return nll(z, logdet)
-
+    loss_fn = evaluate.audio_nll(model, mel_cfg)
     step_fn = make_train_step(loss_fn, tx, schedule, mesh, t.grad_accum_steps)
     # XLA's CPU all-reduce can deadlock when multi-device steps are queued back to back
     sync_every_step = jax.default_backend() == "cpu" and jax.device_count() > 1
