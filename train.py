@@ -7,7 +7,7 @@ Rerunning the same command resumes from the last checkpoint. Multi-host: start o
 --coordinator=HOST:PORT --num_processes=N --process_id=I.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
@@ -27,6 +27,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # orbax logs every checkpoint operation at INFO
+        logging.set_verbosity(logging.WARNING)
     from nanoflow_jax.cli import run_cli
     from nanoflow_jax.train.distributed import initialize
 
