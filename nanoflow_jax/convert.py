@@ -18,6 +18,7 @@ import numpy as np
 
 from nanoflow_jax.config import ModelConfig, config_from_official
 from nanoflow_jax.models import AudioFlow
+from nanoflow_jax.params import expected_shapes
 
 # Buffers the official code keeps in its state_dict that we recompute instead.
 _IGNORED = ("h_cache",)
@@ -98,7 +99,8 @@ def read_torch_checkpoint(path: str | os.PathLike) -> Any:
         return Unpickler(zf.open(pkl[0])).load()
 
 
-def _state_dict_from(source: Any) -> dict[str, np.ndarray]:
+def state_dict_from(source: Any) -> dict[str, np.ndarray]:
+    """An official state_dict as {name: array} from a mapping, a checkpoint dict, an .npz or a .pt path."""
     if isinstance(source, (str, os.PathLike)):
         path = str(source)
         if not os.path.exists(path):
@@ -211,8 +213,6 @@ def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
 
 def check_params(model: AudioFlow, params: Any, what: str = "params") -> None:
     """Raise a ValueError naming the first missing, unexpected or mis-shaped entry versus `model`."""
-    from nanoflow_jax.params import expected_shapes
-
     want = expected_shapes(model)
     flat_want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(want)}
     flat_got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
@@ -230,6 +230,6 @@ def load_official(state_dict_or_path: Any, official_config: Any) -> tuple[AudioF
     """Official checkpoint (state_dict mapping, .npz or .pt path) + official config -> (model, params)."""
     cfg = config_from_official(official_config)
     model = AudioFlow(cfg)
-    params = params_from_state_dict(_state_dict_from(state_dict_or_path), cfg)
+    params = params_from_state_dict(state_dict_from(state_dict_or_path), cfg)
     check_params(model, params, "official checkpoint")
     return model, jax.tree.map(lambda a: np.asarray(a, np.float32), params)

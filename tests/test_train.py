@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import nanoflow_jax as nf
+from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.models.layers import causal_conv2d
+from nanoflow_jax.train.evaluate import audio_nll
 from nanoflow_jax.train.step import (
     global_batch,
     init_state,
@@ -74,9 +76,7 @@ def test_causal_conv_gradient_matches_autodiff():
 def small_setup():
     cfg = nf.ModelConfig(n_flows=2, n_layers=4, channels=8, n_groups=8, embed_dim=8)
     model = nf.build_model(cfg)
-
-    def loss_fn(params, audio):
-        return nf.nll(*model.apply(params, audio, nf.mel_spectrogram(audio)))
+    loss_fn = audio_nll(model, MelConfig())
 
     train_cfg = type("T", (), dict(learning_rate=1e-3, lr_decay_every=100, lr_decay_factor=0.5, grad_clip_norm=5.0))
     tx, schedule = make_optimizer(train_cfg), learning_rate_schedule(train_cfg)

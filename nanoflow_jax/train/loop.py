@@ -17,11 +17,12 @@ import numpy as np
 from nanoflow_jax.audio.io import write_wav
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram, n_frames
 from nanoflow_jax.config import ModelConfig
+from nanoflow_jax.convert import check_params, params_from_state_dict, state_dict_from
 from nanoflow_jax.data import CropLoader, DataError, load_splits
 from nanoflow_jax.models import HOP, AudioFlow
 from nanoflow_jax.params import init_params
 from nanoflow_jax.train import evaluate
-from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir
+from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir, load_checkpoint
 from nanoflow_jax.train.step import (
     global_batch,
     init_state,
@@ -70,14 +71,10 @@ def check_config(config: Any, n_devices: int) -> None:
 
 
 def _warm_start_params(path: str, model: AudioFlow, params: Any) -> Any:
-    from nanoflow_jax.convert import _state_dict_from, check_params, params_from_state_dict
-
     if os.path.isdir(path):
-        from nanoflow_jax.train.checkpoint import load_checkpoint
-
         _, _, loaded = load_checkpoint(path)
     else:
-        loaded = params_from_state_dict(_state_dict_from(path), model.config)
+        loaded = params_from_state_dict(state_dict_from(path), model.config)
     check_params(model, loaded, f"warm start {path}")
     return jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), loaded, params)
 
