@@ -119,7 +119,7 @@ class ModelConfig:
         return d
 
 
-def _official_section(official: Any) -> Mapping:
+def official_section(official: Any) -> Mapping:
     if isinstance(official, (str, os.PathLike)):
         try:
             with open(official) as f:
@@ -136,7 +136,7 @@ def _official_section(official: Any) -> Mapping:
 def config_from_official(official: Any) -> ModelConfig:
     """Model config equivalent to an official NanoFlow JSON config (path, its dict, or its
     `waveflow_config` section)."""
-    sec = _official_section(official)
+    sec = official_section(official)
     try:
         variant = sec.get("coupling_type", "waveflow")
         if variant not in VARIANTS:

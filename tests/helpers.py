@@ -1,6 +1,7 @@
 """Shared test helpers: tiny configs and params perturbed away from the near-identity init."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -56,11 +57,18 @@ def inputs(cfg: nf.ModelConfig, batch: int = 2, width: int = 8, frames: int = 1,
     return audio, mel
 
 
-def model_and_params(cfg: nf.ModelConfig, seed: int = 0, **inputs_kw):
+@functools.cache
+def _init(cfg: nf.ModelConfig, seed: int):
+    # params do not depend on the input length: init on the smallest input; tests share each config's
+    # params (initialising a model costs seconds of compilation)
     model = nf.build_model(cfg)
+    return perturb(jax.jit(model.init)(jax.random.PRNGKey(seed), *inputs(cfg, 1, 1)), jax.random.PRNGKey(seed + 1))
+
+
+def model_and_params(cfg: nf.ModelConfig, seed: int = 0, **inputs_kw):
     audio, mel = inputs(cfg, **inputs_kw)
-    params = perturb(model.init(jax.random.PRNGKey(seed), audio, mel), jax.random.PRNGKey(seed + 1))
-    return model, params, audio, mel
+    params = jax.tree.map(lambda a: a, _init(cfg, seed))  # fresh containers: callers may edit them
+    return nf.build_model(cfg), params, audio, mel
 
 
 def max_err(a, b) -> float:

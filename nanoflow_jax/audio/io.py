@@ -8,11 +8,12 @@ into place only once complete.
 from __future__ import annotations
 
 import os
-import tempfile
 import wave
 from math import gcd
 
 import numpy as np
+
+from nanoflow_jax.files import atomic_write
 
 
 class AudioReadError(ValueError):
@@ -76,17 +77,12 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
     if not np.all(np.isfinite(audio)):
         raise ValueError(f"refusing to write {path}: audio has NaN or Inf values")
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".wav")
-    try:
-        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
+
+    def write(f):
+        with wave.open(f, "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(int(sample_rate))
             w.writeframes(pcm.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write, suffix=".wav")

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 CHECKPOINTS = "checkpoints"
@@ -37,10 +38,20 @@ class Checkpointer:
             ]
         )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=async_save, create=create, read_only=not create
+            preservation_policy=policy,
+            enable_async_checkpointing=async_save,
+            create=create,
+            read_only=not create,
+            save_interval_steps=1 if create else 0,
         )
         self.directory = directory
-        self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+        level = logging.get_verbosity()
+        if not create:  # orbax warns that a read-only manager is read-only
+            logging.set_verbosity(logging.ERROR)
+        try:
+            self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+        finally:
+            logging.set_verbosity(level)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

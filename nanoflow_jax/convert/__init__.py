@@ -7,6 +7,7 @@ archive), so converting needs no torch install.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -16,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from nanoflow_jax.config import ModelConfig, config_from_official
+from nanoflow_jax.config import ModelConfig, config_from_official, official_section
 from nanoflow_jax.models import AudioFlow
 from nanoflow_jax.params import expected_shapes
 
@@ -226,10 +227,119 @@ def check_params(model: AudioFlow, params: Any, what: str = "params") -> None:
             raise ValueError(f"{what}: {name} has shape {tuple(shape)}, expected {tuple(flat_want[name])}")
 
 
+def infer_official_fields(sd: Mapping) -> dict[str, Any]:
+    """The official config fields a state_dict determines (coupling_type, n_flow, n_layer, res_channels,
+    cin_channels, size_flow_embed); n_height is not among them: no weight depends on it."""
+    if any(k.startswith("flows.0.coupling.") for k in sd):
+        variant, net = "waveflow", "flows.0.coupling.net."
+    elif any(k.startswith("flow.coupling.") for k in sd):
+        variant, net = "nanoflow_naive", "flow.coupling.net."
+    elif "flow_embedding.weight" in sd:
+        variant, net = "nanoflow", "estimator.net."
+    else:
+        variant, net = "nanoflow_decomp", "estimator.net."
+    out: dict[str, Any] = {"coupling_type": variant}
+    flows = {int(k.split(".")[1]) for k in sd if k.startswith("flows.")}
+    if variant != "nanoflow_naive" and flows:
+        out["n_flow"] = max(flows) + 1
+    blocks = {int(k[len(net) :].split(".")[1]) for k in sd if k.startswith(net + "res_blocks.")}
+    if blocks:
+        out["n_layer"] = max(blocks) + 1
+    bias = sd.get(net + "front_conv.0.conv.bias")
+    if bias is not None:
+        out["res_channels"] = int(np.shape(bias)[0])
+    cond = sd.get(
+        net + "res_blocks.0.filter_gate_conv_c.weight_v", sd.get(net + "res_blocks.0.filter_gate_conv_c.weight")
+    )
+    if cond is not None:
+        out["cin_channels"] = int(np.shape(cond)[1])
+    if "flow_embedding.weight" in sd:
+        out["size_flow_embed"] = int(np.shape(sd["flow_embedding.weight"])[1])
+    return out
+
+
+def check_official_config(sd: Mapping, official_config: Any) -> None:
+    """Raise a ValueError naming the first config field the checkpoint's weights contradict."""
+    sec = dict(official_section(official_config))
+    sec.setdefault("coupling_type", "waveflow")
+    sec.setdefault("cin_channels", 80)
+    if sec.get("coupling_type") == "nanoflow":
+        sec.setdefault("size_flow_embed", 512)
+    for field, found in infer_official_fields(sd).items():
+        if field in sec and str(sec[field]) != str(found):
+            raise ValueError(
+                f"checkpoint and config disagree on {field}: the checkpoint has {found}, the config says {sec[field]}"
+            )
+
+
 def load_official(state_dict_or_path: Any, official_config: Any) -> tuple[AudioFlow, dict]:
     """Official checkpoint (state_dict mapping, .npz or .pt path) + official config -> (model, params)."""
+    sd = state_dict_from(state_dict_or_path)
     cfg = config_from_official(official_config)
+    check_official_config(sd, official_config)
     model = AudioFlow(cfg)
-    params = params_from_state_dict(state_dict_from(state_dict_or_path), cfg)
+    params = params_from_state_dict(sd, cfg)
     check_params(model, params, "official checkpoint")
     return model, jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+
+
+# -- command line: official checkpoint -> a checkpoint folder of ours --------------------------------
+def official_data_config(official_config: Any) -> dict:
+    """Our `data` mel fields from an official JSON's data_config (defaults where absent)."""
+    official = official_config
+    if isinstance(official, (str, os.PathLike)):
+        with open(official) as f:
+            official = json.load(f)
+    d = official.get("data_config", {}) if isinstance(official, Mapping) else {}
+    return {
+        "sample_rate": int(d.get("sampling_rate", 22050)),
+        "n_fft": int(d.get("filter_length", 1024)),
+        "hop_length": int(d.get("hop_length", 256)),
+        "win_length": int(d.get("win_length", 1024)),
+        "n_mels": int(official.get("waveflow_config", {}).get("cin_channels", 80))
+        if isinstance(official, Mapping)
+        else 80,
+        "fmin": float(d.get("mel_fmin", 0.0)),
+        "fmax": float(d.get("mel_fmax", 8000.0)),
+    }
+
+
+def convert_official(checkpoint: str, official_config: str, out: str) -> str:
+    """Write an official checkpoint + config as a checkpoint folder that `nf.load_checkpoint`,
+    `synth.py --checkpoint` and `train.py --warm_start` accept; -> the folder."""
+    # imported here: the trainer imports this module for warm starts
+    from nanoflow_jax.train.checkpoint import Checkpointer
+
+    model, params = load_official(checkpoint, official_config)
+    if os.path.exists(out) and os.listdir(out):
+        raise ValueError(f"output folder {out} exists and is not empty")
+    config = {
+        "model": model.config.to_dict(),
+        "data": official_data_config(official_config),
+        "converted_from": os.path.abspath(checkpoint),
+    }
+    ckpt = Checkpointer(os.path.abspath(out), keep=1, async_save=False)
+    ckpt.save(0, {"params": params}, {"config": config})
+    ckpt.wait()
+    ckpt.close()
+    return out
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    from nanoflow_jax.cli import run_cli
+
+    ap = argparse.ArgumentParser(
+        prog="python -m nanoflow_jax.convert", description="Convert an official NanoFlow / WaveFlow checkpoint."
+    )
+    ap.add_argument("checkpoint", help="official .pt (or .npz state_dict)")
+    ap.add_argument("--config", required=True, help="the official JSON config it was trained with")
+    ap.add_argument("--out", required=True, help="new checkpoint folder")
+    args = ap.parse_args(argv)
+
+    def run():
+        out = convert_official(args.checkpoint, args.config, args.out)
+        print(f"wrote {out}")
+
+    run_cli(run, "convert")

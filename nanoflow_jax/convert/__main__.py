@@ -1,0 +1,3 @@
+from nanoflow_jax.convert import main
+
+main()

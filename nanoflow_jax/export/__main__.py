@@ -1,0 +1,3 @@
+from nanoflow_jax.export import main
+
+main()
