@@ -4,8 +4,8 @@ import nanoflow_jax as nf
 model = nf.build_model(config.model)
 params = model.init(rng, audio, mel)
 z, logdet = model.apply(params, audio, mel)
-audio = model.apply(params, z, mel, method="inverse")
 loss = nf.nll(z, logdet)
+audio = nf.synthesize(model, params, mel, temperature=0.8)   # the fast cached inverse
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from nanoflow_jax.convert import load_official
 from nanoflow_jax.losses import nll
 from nanoflow_jax.models import AudioFlow
 from nanoflow_jax.params import count_params, inference_params, init_params
+from nanoflow_jax.synth import synthesize
 from nanoflow_jax.train.checkpoint import load_checkpoint
 
 __version__ = "0.1.0"
@@ -40,4 +41,5 @@ __all__ = [
     "load_official",
     "mel_spectrogram",
     "nll",
+    "synthesize",
 ]

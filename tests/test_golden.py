@@ -121,5 +121,5 @@ def test_misshaped_tensor_is_named():
 def test_config_mismatch_is_an_error():
     sd = _state_dict("nanoflow_decomp_small")
     cfg = dict(CONFIGS["nanoflow_decomp_small"]["config"], res_channels=64)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="disagree on res_channels: the checkpoint has 32, the config says 64"):
         nf.load_official(sd, cfg)

@@ -241,7 +241,8 @@ def infer_official_fields(sd: Mapping) -> dict[str, Any]:
     out: dict[str, Any] = {"coupling_type": variant}
     flows = {int(k.split(".")[1]) for k in sd if k.startswith("flows.")}
     if variant != "nanoflow_naive" and flows:
-        out["n_flow"] = max(flows) + 1
+        # the run of flows 0, 1, 2, ...: a stray extra tensor is reported by name later, not as a count
+        out["n_flow"] = next(i for i in range(len(flows) + 1) if i not in flows)
     blocks = {int(k[len(net) :].split(".")[1]) for k in sd if k.startswith(net + "res_blocks.")}
     if blocks:
         out["n_layer"] = max(blocks) + 1

@@ -21,6 +21,7 @@ from nanoflow_jax.convert import check_params, params_from_state_dict, state_dic
 from nanoflow_jax.data import CropLoader, DataError, load_splits
 from nanoflow_jax.models import HOP, AudioFlow
 from nanoflow_jax.params import init_params
+from nanoflow_jax.synth import synthesize
 from nanoflow_jax.train import evaluate
 from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir, load_checkpoint
 from nanoflow_jax.train.step import (
@@ -83,8 +84,7 @@ def _synthesise_sample(model, params, mel_cfg, audio: np.ndarray, temperature: f
     t = len(audio) // multiple * multiple
     x = jnp.asarray(audio[None, :t])
     mel = mel_spectrogram(x, mel_cfg)
-    z = temperature * jax.random.normal(rng, x.shape)
-    y = np.asarray(jax.jit(lambda p, z, m: model.apply(p, z, m, method="inverse"))(params, z, mel))[0]
+    y = synthesize(model, params, mel, temperature=temperature, rng=rng)[0]
     return audio[:t], y, np.asarray(mel[0]), np.asarray(mel_spectrogram(jnp.asarray(y[None]), mel_cfg)[0])
 
 

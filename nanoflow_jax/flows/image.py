@@ -1,0 +1,126 @@
+"""The image flow algebra (multi-scale Glow), as pure functions over NHWC arrays.
+
+Each transform returns its output and its log-determinant per example, (B,); the inverse returns the input
+and the same log-determinant (to subtract). Channel conventions follow the official code: a 2x2 squeeze
+puts pixel (i, j) of each 2x2 patch at channel c * 4 + i * 2 + j; the coupling's shift and raw scale are
+the even and odd channels of the estimator's output ("cross"); a split prior's mean and log-std too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+Array = jnp.ndarray
+LOG_2PI = math.log(2 * math.pi)
+
+
+def squeeze2x2(x: Array) -> Array:
+    """(B, H, W, C) -> (B, H/2, W/2, 4C)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, h // 2, w // 2, c * 4)
+
+
+def unsqueeze2x2(x: Array) -> Array:
+    """Inverse of `squeeze2x2`."""
+    b, h, w, c4 = x.shape
+    c = c4 // 4
+    x = x.reshape(b, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, h * 2, w * 2, c)
+
+
+def _pixels(x: Array) -> int:
+    return x.shape[1] * x.shape[2]
+
+
+# -- ActNorm: per-channel affine, initialised from data --------------------------------------------
+def actnorm_stats(x: Array, scale: float = 1.0) -> dict:
+    """The data-dependent initialisation: output zero mean and `scale` std per channel on `x`."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    std = jnp.sqrt(jnp.mean((x - mean) ** 2, axis=axes))
+    return {"bias": -mean, "logs": jnp.log(scale / (std + 1e-6))}
+
+
+def actnorm_forward(x: Array, p: dict) -> tuple[Array, Array]:
+    y = (x + p["bias"]) * jnp.exp(p["logs"])
+    return y, jnp.full((x.shape[0],), _pixels(x) * jnp.sum(p["logs"]))
+
+
+def actnorm_inverse(y: Array, p: dict) -> tuple[Array, Array]:
+    x = y * jnp.exp(-p["logs"]) - p["bias"]
+    return x, jnp.full((y.shape[0],), _pixels(y) * jnp.sum(p["logs"]))
+
+
+# -- invertible 1x1 convolution ----------------------------------------------------------------------
+def lu_init(rng: jax.Array, c: int) -> tuple[dict, dict]:
+    """A random rotation in LU form: (trainable {lower, upper, log_s}, fixed {perm, sign_s})."""
+    w = jnp.linalg.qr(jax.random.normal(rng, (c, c)))[0]
+    perm, lower, upper = jax.scipy.linalg.lu(w)
+    s = jnp.diag(upper)
+    params = {"lower": lower, "upper": jnp.triu(upper, 1), "log_s": jnp.log(jnp.abs(s))}
+    return params, {"perm": perm, "sign_s": jnp.sign(s)}
+
+
+def lu_weight(p: dict, fixed: dict) -> Array:
+    """W = P (L + I) (U + diag(sign * exp(log_s))), with L, U strictly triangular."""
+    c = p["log_s"].shape[-1]
+    lower = jnp.tril(p["lower"], -1) + jnp.eye(c)
+    upper = jnp.triu(p["upper"], 1) + jnp.diag(fixed["sign_s"] * jnp.exp(p["log_s"]))
+    return fixed["perm"] @ lower @ upper
+
+
+def invconv_weight(p: dict, fixed: dict | None) -> tuple[Array, Array]:
+    """-> (W, log|det W|) for the LU form (`fixed` given) or a plain matrix {"weight"}."""
+    if "weight" in p:
+        return p["weight"], jnp.linalg.slogdet(p["weight"])[1]
+    return lu_weight(p, fixed), jnp.sum(p["log_s"])
+
+
+def invconv_forward(x: Array, w: Array, logdet_w: Array) -> tuple[Array, Array]:
+    return x @ w.T, jnp.full((x.shape[0],), _pixels(x) * logdet_w)
+
+
+def invconv_inverse(y: Array, w: Array, logdet_w: Array) -> tuple[Array, Array]:
+    return y @ jnp.linalg.inv(w).T, jnp.full((y.shape[0],), _pixels(y) * logdet_w)
+
+
+# -- affine coupling, Glow's sigmoid form --------------------------------------------------------------
+def coupling_scale(h: Array) -> tuple[Array, Array]:
+    """Estimator output -> (shift, scale) with scale = sigmoid(raw + 2) in (0, 1)."""
+    return h[..., 0::2], jax.nn.sigmoid(h[..., 1::2] + 2.0)
+
+
+def coupling_forward(z2: Array, h: Array) -> tuple[Array, Array]:
+    shift, scale = coupling_scale(h)
+    return (z2 + shift) * scale, jnp.sum(jnp.log(scale), axis=(1, 2, 3))
+
+
+def coupling_inverse(y2: Array, h: Array) -> tuple[Array, Array]:
+    shift, scale = coupling_scale(h)
+    return y2 / scale - shift, jnp.sum(jnp.log(scale), axis=(1, 2, 3))
+
+
+# -- priors ------------------------------------------------------------------------------------------
+def gaussian_logp(x: Array, mean: Array, logs: Array) -> Array:
+    """Sum over all but the batch axis of log N(x; mean, exp(logs)^2)."""
+    lp = -0.5 * (LOG_2PI + 2.0 * logs + (x - mean) ** 2 * jnp.exp(-2.0 * logs))
+    return jnp.sum(lp, axis=tuple(range(1, x.ndim)))
+
+
+def dequantize(images: Array, rng: jax.Array | None, n_bits: int = 8) -> tuple[Array, Array]:
+    """uint8-valued images (B, H, W, C) -> x in [-0.5, 0.5) with uniform noise, and the per-example
+    log-likelihood correction -log(n_bins) * dims of the discretisation."""
+    n_bins = 2**n_bits
+    x = jnp.floor(images.astype(jnp.float32) / 2 ** (8 - n_bits)) / n_bins - 0.5
+    if rng is not None:
+        x = x + jax.random.uniform(rng, x.shape, jnp.float32, 0.0, 1.0 / n_bins)
+    dims = math.prod(images.shape[1:])
+    return x, jnp.full((images.shape[0],), -math.log(n_bins) * dims)
+
+
+def bits_per_dim(log_likelihood: Array, dims: int) -> Array:
+    return -log_likelihood / (math.log(2.0) * dims)
