@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from nanoflow_jax.flows import image as F
+from nanoflow_jax.models.layers import conv2d
 
 Array = jnp.ndarray
 
@@ -105,19 +106,35 @@ class ActNorm(nn.Module):
         return (x + bias) * jnp.exp(logs)
 
 
+class SameConv(nn.Module):
+    """k x k "same" convolution without bias, N(0, 0.05) init; `fast_grad` as in layers.conv2d."""
+
+    features: int
+    kernel: int
+    fast_grad: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k = self.kernel
+        w = self.param("kernel", nn.initializers.normal(0.05), (k, k, x.shape[-1], self.features))
+        pad = ((k // 2, k // 2),) * 2
+        if self.fast_grad:
+            return conv2d(x, w, pad)
+        return jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class ConvStack(nn.Module):
     """Convs (no bias) each followed by ActNorm, an optional gate exp(g_i), and ReLU."""
 
     hidden: int
     kernels: tuple[int, ...]
     actnorm_scale: float = 1.0
+    fast_conv_grad: bool = True
 
     @nn.compact
     def __call__(self, x: Array, gates: Array | None = None) -> Array:
         for i, k in enumerate(self.kernels):
-            x = nn.Conv(self.hidden, (k, k), padding="SAME", use_bias=False, kernel_init=nn.initializers.normal(0.05))(
-                x
-            )
+            x = SameConv(self.hidden, k, self.fast_conv_grad, name=f"Conv_{i}")(x)
             x = ActNorm(self.actnorm_scale)(x)
             if gates is not None:
                 x = x * jnp.exp(gates[i])
@@ -140,12 +157,14 @@ class ImageFlow:
     """images (B, H, W, C) in [0, 255] -> latents, bits per dimension, samples. Stateless: every method
     takes the variables {"params", "buffers"} that `init` returns."""
 
-    def __init__(self, config: GlowConfig):
+    def __init__(self, config: GlowConfig, fast_conv_grad: bool = True):
+        """fast_conv_grad: the estimator's convolutions use the explicit gradient of layers.conv2d (XLA
+        on CPU runs the derived one ~17x slower inside the step scan); False allows jax.jvp / jacfwd."""
         self.config = config
         stack, self.shared, self.one_proj, self.embedded = VARIANTS[config.variant]
         self.kernels = STACKS[stack]
         self.proj_kernel = 3 if stack == "small" else 1
-        self.estimator = ConvStack(config.hidden, self.kernels, config.actnorm_scale)
+        self.estimator = ConvStack(config.hidden, self.kernels, config.actnorm_scale, fast_conv_grad)
 
     # shapes
     def level_shape(self, level: int) -> tuple[int, int]:

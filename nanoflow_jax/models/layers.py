@@ -75,37 +75,41 @@ def causal_conv2d(x: Array, w: Array, dilation: tuple[int, int], fast_grad: bool
     if not fast_grad:
         kh, kw = w.shape[:2]
         return _conv(x, w, ((dh * (kh - 1), 0), (dw * (kw - 1) // 2,) * 2), (dh, dw))
+    causal = ((dh * (w.shape[0] - 1), 0), ((w.shape[1] - 1) // 2,) * 2)
     if dw == 1:
-        return _causal_conv2d(x, w, dh)
+        return conv2d(x, w, causal, dh)
     b, h, width, c = x.shape
     padded = -(-width // dw) * dw
     x = jnp.pad(x, ((0, 0), (0, 0), (0, padded - width), (0, 0)))
     x = x.reshape(b, h, padded // dw, dw, c).transpose(0, 3, 1, 2, 4).reshape(b * dw, h, padded // dw, c)
-    y = _causal_conv2d(x, w, dh)
+    y = conv2d(x, w, causal, dh)
     y = y.reshape(b, dw, h, padded // dw, -1).transpose(0, 2, 3, 1, 4).reshape(b, h, padded, -1)
     return y[:, :, :width]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _causal_conv2d(x: Array, w: Array, dh: int) -> Array:
-    # The gradient is written out: XLA on CPU runs the convolutions JAX derives for the backward pass
-    # 20-60x slower inside a scan (the flow loop) than outside; as a forward-style convolution (input
-    # gradient) and kh*kw matmuls (kernel gradient) it is fast everywhere.
-    kh, kw = w.shape[:2]
-    return _conv(x, w, ((dh * (kh - 1), 0), ((kw - 1) // 2,) * 2), (dh, 1))
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: Array, w: Array, padding: tuple, dh: int = 1) -> Array:
+    """Stride-1 NHWC convolution with static `padding` ((top, bottom), (left, right)) and height dilation
+    `dh`, whose output has the input's height and width (causal or "same" padding).
+
+    The gradient is written out: XLA on CPU runs the convolutions JAX derives for the backward pass
+    20-60x slower inside a scan (the flow loop) than outside; as a forward-style convolution (input
+    gradient) and kh*kw matmuls (kernel gradient) it is fast everywhere. Reverse mode only."""
+    return _conv(x, w, padding, (dh, 1))
 
 
-def _causal_conv2d_fwd(x, w, dh):
-    return _causal_conv2d(x, w, dh), (x, w)
+def _conv2d_fwd(x, w, padding, dh):
+    return conv2d(x, w, padding, dh), (x, w)
 
 
-def _causal_conv2d_bwd(dh, res, g):
+def _conv2d_bwd(padding, dh, res, g):
     x, w = res
     kh, kw = w.shape[:2]
-    # input gradient: the same convolution with the kernel flipped and transposed, causal the other way
-    dx = _conv(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), ((0, dh * (kh - 1)), ((kw - 1) // 2,) * 2), (dh, 1))
+    (top, bottom), (left, right) = padding
+    # input gradient: the same convolution with the kernel flipped and transposed, padded the other way
+    dx = _conv(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), ((bottom, top), (right, left)), (dh, 1))
     h, width = x.shape[1], x.shape[2]
-    xp = jnp.pad(x, ((0, 0), (dh * (kh - 1), 0), ((kw - 1) // 2,) * 2, (0, 0)))
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     g2 = g.reshape(-1, g.shape[-1])
 
     def tap(i, j):  # kernel gradient of one tap: (rows, Cin)^T @ (rows, Cout)
@@ -116,7 +120,7 @@ def _causal_conv2d_bwd(dh, res, g):
     return dx, dw.astype(w.dtype)
 
 
-_causal_conv2d.defvjp(_causal_conv2d_fwd, _causal_conv2d_bwd)
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 class CausalConv(nn.Module):

@@ -90,6 +90,10 @@ def _synthesise_sample(model, params, mel_cfg, audio: np.ndarray, temperature: f
 
 def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -> dict:
     """Train (or resume) `config` in `workdir`; returns the last logged and evaluated metrics."""
+    if config.model.get("kind") == "image":  # Glow / NanoFlow-Glow: same step and checkpoints, other data
+        from nanoflow_jax.train.images import train_images  # imports this module
+
+        return train_images(config, workdir, log)
     t, d, e = config.train, config.data, config.eval
     proc, n_proc = jax.process_index(), jax.process_count()
     main = proc == 0

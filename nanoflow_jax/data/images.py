@@ -1,0 +1,150 @@
+"""Image data for the Glow experiments: CIFAR-10 (the python-version archive or its extracted folder; or
+TFDS when installed), or the bundled demo crops. Images are uint8 (N, H, W, C) in memory; the loader
+hands out dequantised float batches (uniform noise, seeded by stream position, so a resumed run sees the
+same data)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+from typing import Any
+
+import numpy as np
+
+from nanoflow_jax.data.sources import DataError
+
+DEMO_IMAGES = os.path.join(os.path.dirname(__file__), "demo_images", "images.npz")
+DEMO_TEST = 128
+CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def _cifar_arrays(batches: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
+    def stack(names):
+        rows = np.concatenate([np.asarray(batches[n][b"data"], np.uint8) for n in names])
+        return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored as CHW rows
+
+    return stack(CIFAR_TRAIN), stack(["test_batch"])
+
+
+def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train (50000, 32, 32, 3), test (10000, 32, 32, 3)) uint8 from `cifar-10-python.tar.gz` or the
+    folder it extracts to (`cifar-10-batches-py`, or its parent)."""
+    wanted = CIFAR_TRAIN + ["test_batch"]
+    batches: dict[str, dict] = {}
+    if os.path.isfile(path):
+        try:
+            with tarfile.open(path) as tar:
+                for m in tar.getmembers():
+                    name = os.path.basename(m.name)
+                    if name in wanted:
+                        batches[name] = pickle.load(tar.extractfile(m), encoding="bytes")
+        except (tarfile.TarError, OSError, pickle.UnpicklingError) as e:
+            raise DataError(f"cannot read CIFAR-10 archive {path}: {e}") from None
+    elif os.path.isdir(path):
+        folder = path if os.path.exists(os.path.join(path, "test_batch")) else os.path.join(path, "cifar-10-batches-py")
+        for name in wanted:
+            f = os.path.join(folder, name)
+            if os.path.exists(f):
+                with open(f, "rb") as fh:
+                    batches[name] = pickle.load(fh, encoding="bytes")
+    else:
+        raise DataError(f"CIFAR-10 path {path} does not exist (expected cifar-10-python.tar.gz or its folder)")
+    missing = [n for n in wanted if n not in batches]
+    if missing:
+        raise DataError(f"{path} is not the CIFAR-10 python version: missing {', '.join(missing)}")
+    return _cifar_arrays(batches)
+
+
+def _load_tfds(path: str | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError("data.source='tfds' needs tensorflow and tensorflow-datasets installed") from None
+    out = []
+    for split in ("train", "test"):
+        ds = tfds.as_numpy(tfds.load("cifar10", split=split, data_dir=path or None, batch_size=-1))
+        out.append(np.asarray(ds["image"], np.uint8))
+    return out[0], out[1]
+
+
+def load_image_splits(data: Any, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """`data.source`: "demo" (bundled crops), "cifar10" (data.path: archive or folder) or "tfds"."""
+    source = data.source
+    if source == "demo":
+        images = np.load(DEMO_IMAGES)["images"]
+        train, test = images[DEMO_TEST:], images[:DEMO_TEST]
+    elif source == "cifar10":
+        if not data.path:
+            raise DataError("data.path must point at cifar-10-python.tar.gz or its extracted folder")
+        train, test = load_cifar10(os.path.expanduser(data.path))
+    elif source == "tfds":
+        train, test = _load_tfds(data.path)
+    else:
+        raise DataError(f"unknown data.source {source!r} for images; expected demo, cifar10 or tfds")
+    log(f"data: {len(train)} training and {len(test)} test images of shape {train.shape[1:]} ({source})")
+    return train, test
+
+
+def dequantize_np(images: np.ndarray, rng: np.random.Generator, n_bits: int = 8) -> np.ndarray:
+    """uint8 images -> float32 in [-0.5, 0.5) with uniform dequantisation noise (as flows.image.dequantize)."""
+    n_bins = 2**n_bits
+    x = np.floor(images.astype(np.float32) / 2 ** (8 - n_bits)) / n_bins - 0.5
+    return (x + rng.uniform(0.0, 1.0 / n_bins, x.shape)).astype(np.float32)
+
+
+class ImageLoader:
+    """Endless dequantised batches (batch, H, W, C) of this host's shuffled share, with random horizontal
+    flips; batch k is a function of (seed, host, position) only, so resuming at a position is exact."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        batch_size: int,
+        seed: int,
+        n_bits: int = 8,
+        process_index: int = 0,
+        process_count: int = 1,
+        position: int = 0,
+        flip: bool = True,
+    ):
+        if len(images) < process_count:
+            raise DataError(f"{len(images)} training images for {process_count} hosts")
+        self.images = images[process_index::process_count]
+        self.batch_size, self.seed, self.n_bits, self.flip = batch_size, seed, n_bits, flip
+        self.process_index, self.position = process_index, position
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (
+                epoch,
+                np.random.default_rng((self.seed, self.process_index, epoch)).permutation(len(self.images)),
+            )
+        return self._perm[1]
+
+    def batch_at(self, position: int) -> np.ndarray:
+        idx = []
+        for p in range(position, position + self.batch_size):
+            epoch, i = divmod(p, len(self.images))
+            idx.append(self._order(epoch)[i])
+        batch = self.images[np.asarray(idx)]
+        rng = np.random.default_rng((self.seed, self.process_index, position))
+        if self.flip:
+            flips = rng.random(len(batch)) < 0.5
+            batch = np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
+        return dequantize_np(batch, rng, self.n_bits)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        batch = self.batch_at(self.position)
+        self.position += self.batch_size
+        return batch
+
+    def state(self) -> dict:
+        return {"position": self.position}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,169 @@
+"""Training the image flows (Glow / NanoFlow-Glow) with the same step, mesh, checkpoints and summaries as
+the audio models; only the objective (bits per dimension), data and samples differ. `train.train`
+dispatches here when `config.model.kind == "image"`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nanoflow_jax.data.images import ImageLoader, dequantize_np, load_image_splits
+from nanoflow_jax.models.glow import GlowConfig, ImageFlow
+from nanoflow_jax.params import count_params
+from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir
+from nanoflow_jax.train.loop import TrainingError
+from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
+from nanoflow_jax.train.summaries import Progress, Writer, save_png
+
+
+def warmup_schedule(train: Any) -> optax.Schedule:
+    """Linear warm-up to train.learning_rate over train.warmup_steps, then constant (the official
+    recipe warms up over 5 epochs)."""
+    lr, warm = train.learning_rate, max(int(train.warmup_steps), 1)
+    return lambda step: lr * jnp.minimum(1.0, (step + 1) / warm)
+
+
+def make_image_optimizer(train: Any, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Adamax with L2 weight decay added to the gradient (torch's Adamax weight_decay), optional
+    grad-norm clipping; the LU buffers are frozen."""
+    parts = [optax.clip_by_global_norm(train.grad_clip_norm)] if train.grad_clip_norm > 0 else []
+    parts += [
+        optax.add_decayed_weights(train.weight_decay),
+        optax.scale_by_adamax(),
+        optax.scale_by_learning_rate(schedule),
+    ]
+
+    def labels(variables):
+        return {k: jax.tree.map(lambda _, k=k: "train" if k == "params" else "frozen", v) for k, v in variables.items()}
+
+    return optax.multi_transform({"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, labels)
+
+
+def sample_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
+    """(n, H, W, C) uint8 -> one (rows*H, cols*W, C) image."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    pad = np.zeros((rows * cols - n, h, w, c), np.uint8)
+    grid = np.concatenate([images, pad]).reshape(rows, cols, h, w, c)
+    return grid.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def evaluate_bpd(model: ImageFlow, variables: Any, test: np.ndarray, batch: int, seed: int = 0) -> float:
+    """Mean bits per dimension over `test` (dequantised with a fixed seed)."""
+    fn = jax.jit(model.bits_per_dim)
+    rng, total = np.random.default_rng(seed), 0.0
+    for i in range(0, len(test), batch):
+        chunk = test[i : i + batch]
+        x = dequantize_np(chunk, rng, model.config.n_bits)
+        x = np.concatenate([x, np.zeros((batch - len(chunk),) + x.shape[1:], np.float32)])  # one shape
+        total += float(np.sum(np.asarray(fn(variables, x))[: len(chunk)]))
+    return total / len(test)
+
+
+def train_images(config: Any, workdir: str, log=print) -> dict:
+    t, d, e = config.train, config.data, config.eval
+    proc, n_proc = jax.process_index(), jax.process_count()
+    main = proc == 0
+    say = log if main else (lambda *_: None)
+    model = ImageFlow(GlowConfig.from_any(config.model))
+    mesh = make_mesh()
+    if t.batch_size % jax.device_count():
+        raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the {jax.device_count()} devices")
+    train_set, test_set = load_image_splits(d, say)
+    if train_set.shape[1:] != (model.config.image_size,) * 2 + (model.config.channels,):
+        raise ValueError(f"images are {train_set.shape[1:]}, the model expects {model.config.image_size}px")
+    os.makedirs(workdir, exist_ok=True)
+    if main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=1, default=str)
+
+    schedule = warmup_schedule(t)
+    tx = make_image_optimizer(t, schedule)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
+    rng = jax.random.PRNGKey(t.seed)
+    init_rng, state_rng = jax.random.split(rng)
+    # ActNorm data-dependent init on the first batch(es) of the training stream
+    init_images = train_set[np.random.default_rng(t.seed).permutation(len(train_set))[: t.init_batch_size]]
+    latest = ckpt.latest_step()
+    if latest is None:
+        variables = model.init(init_rng, jnp.asarray(init_images))
+    else:
+        variables = jax.eval_shape(model.init, init_rng, jax.ShapeDtypeStruct(init_images.shape, jnp.uint8))
+        variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+    state = init_state(variables, tx, state_rng)
+    position = 0
+    if latest is not None:
+        state, meta = ckpt.restore(latest, abstract_like(state))
+        position = int(meta["data"]["position"])
+        say(f"resumed from step {latest} in {checkpoint_dir(workdir)}")
+    say(f"model: {model.config.variant}, {count_params(state.params['params']):,} parameters")
+    state = replicate(state, mesh)
+    start = int(state.step)
+
+    loader = ImageLoader(train_set, t.batch_size // n_proc, t.seed, model.config.n_bits, proc, n_proc, position)
+    step_fn = make_train_step(lambda v, x: jnp.mean(model.bits_per_dim(v, x)), tx, schedule, mesh)
+    sync = jax.default_backend() == "cpu" and jax.device_count() > 1
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+    writer = Writer(os.path.join(workdir, "tb"), main)
+    progress = Progress(start, t.num_steps, say)
+    results: dict[str, float] = {}
+    step, window = start, []
+    try:
+        while step < t.num_steps:
+            state, metrics = step_fn(state, global_batch(next(loader), mesh))
+            step += 1
+            if sync:
+                jax.block_until_ready(metrics)
+            window.append(metrics)
+            last = step == t.num_steps
+            if step % t.log_every == 0 or last or stop["signal"]:
+                vals = jax.device_get(window)
+                finite = [m for m in vals if m["finite"]]
+                logged = {"bpd": float(np.mean([m["loss"] for m in finite])) if finite else math.nan}
+                writer.scalars(step, {"train/bpd": logged["bpd"], "train/skipped_steps": int(state.skipped)})
+                progress.line(step, {"bpd": logged["bpd"]})
+                results.update(logged)
+                if max(int(m["bad_streak"]) for m in vals) >= t.max_bad_steps:
+                    raise TrainingError(f"non-finite steps in a row by step {step}; lower the learning rate")
+                window = []
+            metric = None
+            if step % t.eval_every == 0 or last:
+                bpd = evaluate_bpd(model, jax.device_get(state.params), test_set[: e.num_images], e.batch_size)
+                writer.scalars(step, {"eval/bpd": bpd})
+                say(f"eval at step {step}: test bpd {bpd:.4f}")
+                results["eval/bpd"] = bpd
+                metric = {"eval_nll": bpd}
+                if main:
+                    _write_samples(model, state, e, workdir, writer, step)
+            if step % t.checkpoint_every == 0 or last or stop["signal"]:
+                ckpt.save(step, state, {"config": config.to_dict(), "data": loader.state()}, metric)
+            if stop["signal"]:
+                say(f"signal {stop['signal']}: saved step {step}, exiting")
+                break
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous)
+    results["step"] = step
+    return results
+
+
+def _write_samples(model: ImageFlow, state, e, workdir: str, writer: Writer, step: int) -> None:
+    variables = jax.device_get(state.params)
+    out = os.path.join(workdir, "samples")
+    os.makedirs(out, exist_ok=True)
+    for temp in e.temperatures:
+        imgs = np.asarray(model.sample(variables, jax.random.PRNGKey(step), e.num_samples, float(temp)))
+        grid = sample_grid(imgs)
+        save_png(os.path.join(out, f"step_{step}_t{temp}.png"), grid)
+        writer.image(step, f"samples/t{temp}", grid)

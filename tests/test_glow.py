@@ -1,0 +1,207 @@
+"""Glow and NanoFlow-Glow: invertibility and log-determinants of every step type and estimator, ActNorm's
+data-dependent init, the LU log-det, parameter counts against the official models, and data loading."""
+
+import functools
+import io
+import os
+import pickle
+import tarfile
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nanoflow_jax as nf
+from nanoflow_jax.data.images import ImageLoader, load_cifar10
+from nanoflow_jax.flows import image as F
+from nanoflow_jax.models.glow import VARIANTS, GlowConfig, ImageFlow
+
+SIZE = 8
+
+
+def tiny(variant, **kw):
+    return GlowConfig(variant=variant, image_size=SIZE, hidden=8, n_levels=2, n_steps=2, embed_dim=2, **kw)
+
+
+@functools.cache
+def _model(variant, lu=True):
+    model = ImageFlow(tiny(variant, lu=lu), fast_conv_grad=False)  # forward-mode autodiff for jacfwd
+    images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
+    variables = model.init(jax.random.PRNGKey(1), images)
+
+    # the zero-initialised projections and priors would make the couplings identities: perturb them
+    def perturb(path, a):
+        names = {getattr(k, "key", None) for k in path}
+        if names & {"proj", "split_prior", "top_prior", "gates"}:
+            return a + 0.05 * jax.random.normal(jax.random.PRNGKey(zlib.crc32(str(path).encode())), a.shape)
+        return a
+
+    return model, jax.tree_util.tree_map_with_path(perturb, variables), images
+
+
+def _x(images, seed=2):
+    return F.dequantize(images, jax.random.PRNGKey(seed))[0]
+
+
+@pytest.mark.parametrize("lu", [True, False])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_inverse_of_forward(variant, lu):
+    model, v, images = _model(variant, lu)
+    x = _x(images)
+    zs, _, _ = jax.jit(model.transform)(v, x)
+    np.testing.assert_allclose(jax.jit(model.inverse)(v, zs), x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_logdet_equals_slogdet_of_jacobian(variant):
+    model, v, images = _model(variant)
+    x = _x(images[:1])
+
+    def flat(x_flat):
+        zs, _, _ = model.transform(v, x_flat.reshape(x.shape))
+        return jnp.concatenate([z.reshape(-1) for z in zs])
+
+    jac = jax.jacfwd(flat)(x.reshape(-1))
+    _, logdet, _ = model.transform(v, x)
+    np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-3)
+
+
+STEP_TYPES = {
+    "actnorm": (
+        lambda x, p: F.actnorm_forward(x, p),
+        lambda y, p: F.actnorm_inverse(y, p),
+        lambda rng, c: {"bias": jax.random.normal(rng, (c,)), "logs": 0.3 * jax.random.normal(rng, (c,))},
+    ),
+    "invconv_lu": (
+        lambda x, p: F.invconv_forward(x, *F.invconv_weight(*p)),
+        lambda y, p: F.invconv_inverse(y, *F.invconv_weight(*p)),
+        lambda rng, c: F.lu_init(rng, c),
+    ),
+    "invconv_plain": (
+        lambda x, p: F.invconv_forward(x, *F.invconv_weight(p, None)),
+        lambda y, p: F.invconv_inverse(y, *F.invconv_weight(p, None)),
+        lambda rng, c: {"weight": jax.random.normal(rng, (c, c))},
+    ),
+    "coupling": (
+        lambda x, h: (lambda y, ld: (jnp.concatenate([x[..., :2], y], -1), ld))(*F.coupling_forward(x[..., 2:], h)),
+        lambda y, h: (lambda x, ld: (jnp.concatenate([y[..., :2], x], -1), ld))(*F.coupling_inverse(y[..., 2:], h)),
+        lambda rng, c: jax.random.normal(rng, (1, 2, 2, 4)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(STEP_TYPES))
+def test_step_type_invertible_with_exact_logdet(name):
+    fwd, inv, make = STEP_TYPES[name]
+    p = make(jax.random.PRNGKey(3), 4)
+    x = jax.random.normal(jax.random.PRNGKey(4), (1, 2, 2, 4))
+    y, logdet = fwd(x, p)
+    x_back, logdet_inv = inv(y, p)
+    np.testing.assert_allclose(x_back, x, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logdet_inv, logdet, rtol=1e-6)
+    jac = jax.jacfwd(lambda a: fwd(a.reshape(x.shape), p)[0].reshape(-1))(x.reshape(-1))
+    np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-4)
+
+
+def test_lu_logdet_is_slogdet_of_its_matrix():
+    p, fixed = F.lu_init(jax.random.PRNGKey(5), 6)
+    p = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(6), a.shape), p)
+    w, logdet = F.invconv_weight(p, fixed)
+    np.testing.assert_allclose(float(logdet), float(jnp.linalg.slogdet(w)[1]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["glow", "nanoflow"])
+def test_actnorm_init_normalises_its_batch(variant):
+    """Every step's ActNorm, given the data its step receives at init, outputs zero mean, unit std."""
+    model = ImageFlow(tiny(variant))
+    images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
+    v = model.init(jax.random.PRNGKey(1), images)
+    x, _ = F.dequantize(images, jax.random.fold_in(jax.random.PRNGKey(1), 1))  # the noise init used
+    z = F.squeeze2x2(x)
+    steps, fixed = v["params"]["level_0"]["steps"], v["buffers"]["level_0"]
+    shared = v["params"]["level_0"].get("shared")
+    for k in range(model.config.n_steps):
+        step = jax.tree.map(lambda a, k=k: a[k], steps)
+        y, _ = F.actnorm_forward(z, step["actnorm"])
+        np.testing.assert_allclose(np.mean(y, axis=(0, 1, 2)), 0.0, atol=1e-5)
+        np.testing.assert_allclose(np.std(y, axis=(0, 1, 2)), 1.0, atol=1e-4)
+        z, _ = model._step_forward(z, step, jax.tree.map(lambda a, k=k: a[k], fixed), shared)
+
+
+# name -> (config argument, official count), hidden 256, 3 levels, CIFAR-10
+OFFICIAL_COUNTS = {
+    "glow": 15_973_000,
+    "glow_large": 287_489_000,
+    "nanoflow_naive": 9_263_000,
+    "nanoflow_decomp": 9_935_000,
+    "nanoflow": 10_113_000,
+    "nanoflow_k48": 10_719_000,
+    "nanoflow_alt": 6_961_000,
+}
+
+
+@pytest.mark.parametrize("name", list(OFFICIAL_COUNTS))
+def test_parameter_counts_match_official(name):
+    from configs import glow_cifar10
+
+    model = nf.build_model(glow_cifar10.get_config(name).model)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.uint8))
+    # trainable params only (the LU factors' permutation and signs are buffers, as officially)
+    assert round(nf.count_params(shapes["params"]), -3) == OFFICIAL_COUNTS[name]
+
+
+def test_fast_conv_gradient_equals_autodiff():
+    model, v, images = _model("nanoflow")
+    fast = ImageFlow(model.config)
+    x = _x(images)
+    loss = lambda m: jax.grad(lambda p: jnp.mean(m.bits_per_dim(p, x)))(v)  # noqa: E731
+    for a, b in zip(jax.tree.leaves(loss(fast)), jax.tree.leaves(loss(model)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_images_error():
+    model = ImageFlow(tiny("glow"))
+    with pytest.raises(ValueError, match=r"images must be \(batch, 8, 8, 3\)"):
+        model.init(jax.random.PRNGKey(0), jnp.zeros((2, 16, 16, 3), jnp.uint8))
+
+
+def _fake_cifar(folder):
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0] * 4}
+    tar_path = os.path.join(folder, "cifar-10-python.tar.gz")
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for name, b in batches.items():
+            raw = pickle.dumps(b)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return tar_path, batches
+
+
+def test_cifar10_archive_and_folder(tmp_path):
+    tar_path, batches = _fake_cifar(str(tmp_path))
+    train, test = load_cifar10(tar_path)
+    assert train.shape == (20, 32, 32, 3) and test.shape == (4, 32, 32, 3)
+    # channel-major rows: pixel (0, 0) of image 0 has R, G, B at offsets 0, 1024, 2048
+    row = batches["data_batch_1"][b"data"][0]
+    assert tuple(train[0, 0, 0]) == (row[0], row[1024], row[2048])
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(tmp_path, filter="data")
+    train2, test2 = load_cifar10(str(tmp_path / "cifar-10-batches-py"))
+    np.testing.assert_array_equal(train2, train)
+    os.remove(tmp_path / "cifar-10-batches-py" / "test_batch")
+    with pytest.raises(nf.data.DataError, match="missing test_batch"):
+        load_cifar10(str(tmp_path))
+
+
+def test_loader_resumes_exactly():
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    a = ImageLoader(images, 4, seed=3)
+    batches = [next(a) for _ in range(4)]
+    b = ImageLoader(images, 4, seed=3, position=8)
+    np.testing.assert_array_equal(next(b), batches[2])
+    assert batches[0].dtype == np.float32 and -0.5 <= batches[0].min() and batches[0].max() < 0.5
