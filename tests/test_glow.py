@@ -205,3 +205,21 @@ def test_loader_resumes_exactly():
     b = ImageLoader(images, 4, seed=3, position=8)
     np.testing.assert_array_equal(next(b), batches[2])
     assert batches[0].dtype == np.float32 and -0.5 <= batches[0].min() and batches[0].max() < 0.5
+
+
+@pytest.mark.slow
+def test_demo_config_trains_and_bpd_falls(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    overrides = ["num_steps=40", "eval_every=20", "checkpoint_every=20", "log_every=10"]
+    cmd = [sys.executable, "train.py", "--config=configs/glow_demo.py", f"--workdir={tmp_path}"]
+    cmd += [f"--config.train.{o}" for o in overrides] + ["--config.eval.num_samples=4"]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bpd = [float(v) for v in re.findall(r"test bpd ([0-9.]+)", r.stdout)]
+    assert len(bpd) == 2 and bpd[1] < bpd[0], r.stdout
+    for t in ("0.7", "1.0"):
+        assert (tmp_path / "samples" / f"step_40_t{t}.png").exists()
