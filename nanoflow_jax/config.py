@@ -101,22 +101,28 @@ class ModelConfig:
     @classmethod
     def from_any(cls, cfg: Any) -> ModelConfig:
         """Accepts a ModelConfig, a mapping or an ml_collections ConfigDict (unknown keys are an error)."""
-        if isinstance(cfg, cls):
-            return cfg
-        if hasattr(cfg, "to_dict"):
-            cfg = cfg.to_dict()
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"model config must be a mapping or ModelConfig, got {type(cfg).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - names - {"name"})
-        if unknown:
-            raise ValueError(f"model config: unknown field(s) {unknown}; known: {sorted(names)}")
-        return cls(**{k: v for k, v in cfg.items() if k in names})
+        return dataclass_from_any(cls, cfg, "model config")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["embed_injection"] = list(self.embed_injection)
         return d
+
+
+def dataclass_from_any(cls: type, cfg: Any, what: str) -> Any:
+    """An instance of the frozen dataclass `cls` from itself, a mapping or a ConfigDict; unknown keys
+    are an error naming them (a "name" key is allowed and ignored)."""
+    if isinstance(cfg, cls):
+        return cfg
+    if hasattr(cfg, "to_dict"):
+        cfg = cfg.to_dict()
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"{what} must be a mapping or {cls.__name__}, got {type(cfg).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - names - {"name"})
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; known: {sorted(names)}")
+    return cls(**{k: v for k, v in cfg.items() if k in names})
 
 
 def official_section(official: Any) -> Mapping:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nanoflow_jax.config import dataclass_from_any
 from nanoflow_jax.flows import image as F
 from nanoflow_jax.models.layers import conv2d
 
@@ -71,17 +71,7 @@ class GlowConfig:
 
     @classmethod
     def from_any(cls, cfg: Any) -> GlowConfig:
-        if isinstance(cfg, cls):
-            return cfg
-        if hasattr(cfg, "to_dict"):
-            cfg = cfg.to_dict()
-        if not isinstance(cfg, Mapping):
-            raise TypeError(f"model config must be a mapping or GlowConfig, got {type(cfg).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - names - {"name"})
-        if unknown:
-            raise ValueError(f"image model config: unknown field(s) {unknown}; known: {sorted(names)}")
-        return cls(**{k: v for k, v in cfg.items() if k in names})
+        return dataclass_from_any(cls, cfg, "image model config")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
