@@ -29,7 +29,7 @@ def tiny(variant, **kw):
 def _model(variant, lu=True):
     model = ImageFlow(tiny(variant, lu=lu), fast_conv_grad=False)  # forward-mode autodiff for jacfwd
     images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
-    variables = model.init(jax.random.PRNGKey(1), images)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(1), images)
 
     # the zero-initialised projections and priors would make the couplings identities: perturb them
     def perturb(path, a):
@@ -45,10 +45,10 @@ def _x(images, seed=2):
     return F.dequantize(images, jax.random.PRNGKey(seed))[0]
 
 
-@pytest.mark.parametrize("lu", [True, False])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_inverse_of_forward(variant, lu):
-    model, v, images = _model(variant, lu)
+def test_inverse_of_forward(variant):
+    """(The plain, non-LU 1x1 conv is checked as a step type below.)"""
+    model, v, images = _model(variant)
     x = _x(images)
     zs, _, _ = jax.jit(model.transform)(v, x)
     np.testing.assert_allclose(jax.jit(model.inverse)(v, zs), x, atol=1e-5, rtol=0)
@@ -112,10 +112,10 @@ def test_lu_logdet_is_slogdet_of_its_matrix():
     np.testing.assert_allclose(float(logdet), float(jnp.linalg.slogdet(w)[1]), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["glow", "nanoflow"])
-def test_actnorm_init_normalises_its_batch(variant):
-    """Every step's ActNorm, given the data its step receives at init, outputs zero mean, unit std."""
-    model = ImageFlow(tiny(variant))
+def test_actnorm_init_normalises_its_batch():
+    """Every step's ActNorm, given the data its step receives at init, outputs zero mean, unit std (on
+    NanoFlow: its steps' inputs depend on the shared estimator's own data-initialised ActNorms)."""
+    model = ImageFlow(tiny("nanoflow"))
     images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
     v = model.init(jax.random.PRNGKey(1), images)
     x, _ = F.dequantize(images, jax.random.fold_in(jax.random.PRNGKey(1), 1))  # the noise init used
@@ -214,12 +214,12 @@ def test_demo_config_trains_and_bpd_falls(tmp_path):
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    overrides = ["num_steps=40", "eval_every=20", "checkpoint_every=20", "log_every=10"]
+    overrides = ["num_steps=30", "eval_every=15", "checkpoint_every=15", "log_every=5", "init_batch_size=32"]
     cmd = [sys.executable, "train.py", "--config=configs/glow_demo.py", f"--workdir={tmp_path}"]
-    cmd += [f"--config.train.{o}" for o in overrides] + ["--config.eval.num_samples=4"]
+    cmd += [f"--config.train.{o}" for o in overrides] + ["--config.eval.num_samples=4", "--config.eval.num_images=64"]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     bpd = [float(v) for v in re.findall(r"test bpd ([0-9.]+)", r.stdout)]
     assert len(bpd) == 2 and bpd[1] < bpd[0], r.stdout
     for t in ("0.7", "1.0"):
-        assert (tmp_path / "samples" / f"step_40_t{t}.png").exists()
+        assert (tmp_path / "samples" / f"step_30_t{t}.png").exists()

@@ -11,7 +11,7 @@ import pytest
 import nanoflow_jax as nf
 from nanoflow_jax.synth import output_length, synthesize
 from tests.conftest import DATA
-from tests.helpers import VARIANTS, max_err, model_and_params, tiny
+from tests.helpers import max_err, model_and_params, tiny
 from tests.test_golden import MODELS, flat, official_config
 
 FRAMES = 6
@@ -25,7 +25,22 @@ def _case(name, coupling="affine", frames=FRAMES):
     return model, params, mel, z
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+# the four architectures, odd and even K, concatenated embedding, partial sharing, a dilation cycle (the
+# other injection options are covered by the default nanoflow, which has additive and multiplicative)
+EXACT_CASES = [
+    "waveflow",
+    "naive",
+    "decomp",
+    "nanoflow",
+    "nanoflow_even_k",
+    "nanoflow_concat",
+    "nanoflow_partial",
+    "decomp_partial",
+    "dilation_cycle",
+]
+
+
+@pytest.mark.parametrize("name", EXACT_CASES)
 def test_fast_equals_slow_inverse(name):
     model, params, mel, z = _case(name)
     slow = model.apply(params, z, mel, method="inverse")
@@ -48,9 +63,9 @@ def test_per_row_conditioning_equals_cached(name):
 
 def test_wide_dilations_drop_taps_exactly():
     """Width dilations beyond the row width: those taps see only padding and are dropped."""
-    cfg = dataclasses.replace(tiny("nanoflow"), n_layers=8, n_groups=16)
+    cfg = dataclasses.replace(tiny("nanoflow"), n_layers=6, n_groups=16, height_dilation_cycle=2)
     model, params, _, mel = model_and_params(cfg, frames=4)
-    z = jax.random.normal(jax.random.PRNGKey(1), (2, output_length(4, 16)))  # 16 columns, dilations to 128
+    z = jax.random.normal(jax.random.PRNGKey(1), (2, output_length(4, 16)))  # 16 columns, dilations to 32
     slow = model.apply(params, z, mel, method="inverse")
     np.testing.assert_allclose(synthesize(model, params, mel, z=z), slow, atol=1e-4, rtol=0)
 

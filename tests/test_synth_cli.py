@@ -13,6 +13,7 @@ import pytest
 
 import nanoflow_jax as nf
 from nanoflow_jax.audio.io import read_audio, write_wav
+from nanoflow_jax.cli import run_cli
 from nanoflow_jax.convert import convert_official
 from nanoflow_jax.export import export_synthesis
 from nanoflow_jax.synth.cli import SynthArgs, load_mel, run
@@ -104,7 +105,7 @@ def _synth(*args, cwd=ROOT):
 
 
 @pytest.mark.slow
-def test_cli_official_checkpoint_and_errors(golden, tmp_path):
+def test_cli_official_checkpoint_and_errors(golden, tmp_path, capsys):
     mel = tmp_path / "m.npy"
     np.save(mel, golden["mel"][0, :, :12])
     out = tmp_path / "o.wav"
@@ -131,20 +132,37 @@ def test_cli_official_checkpoint_and_errors(golden, tmp_path):
         "junk.npy": "cannot read",
         "missing.npy": "does not exist",
     }
-    for name, message in cases.items():
+    # through the real command line: one line on stderr, exit code 2, no file
+    for name in ("nan.npy", "junk.npy"):
         out = tmp_path / f"{name}.wav"
         r = _synth("--mel", str(tmp_path / name), "--official", PT, "--config", CONFIG, "--out", str(out))
         assert r.returncode == 2, (name, r.stderr)
         lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (name, r.stderr)
+        assert len(lines) == 1 and cases[name] in lines[0], (name, r.stderr)
         assert not out.exists()
-    r = _synth("--mel", str(mel), "--checkpoint", str(tmp_path / "nowhere"))
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    # the rest through the same error handler in this process (saves a JAX start-up each)
     cfg = json.load(open(CONFIG))
     cfg["waveflow_config"]["n_flow"] = 8
     (tmp_path / "k8.json").write_text(json.dumps(cfg))
-    r = _synth("--mel", str(mel), "--official", PT, "--config", str(tmp_path / "k8.json"))
-    assert r.returncode == 2 and "disagree on n_flow" in r.stderr
+    more = {
+        (str(mel), "--checkpoint", str(tmp_path / "nowhere")): "does not exist",
+        (str(mel), "--official", str(tmp_path / "k8.json")): "disagree on n_flow",
+    }
+    for name, message in cases.items():
+        more[(str(tmp_path / name), "--official", CONFIG)] = message
+    for (mel_path, kind, where), message in more.items():
+        out = tmp_path / "x.wav"
+        args = SynthArgs(mel=mel_path, out=str(out))
+        if kind == "--checkpoint":
+            args.checkpoint = where
+        else:
+            args.official, args.config = PT, where
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(lambda args=args: run(args), "synth.py")
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (mel_path, err)
+        assert not out.exists()
 
 
 def test_denoiser_removes_the_bias_spectrum(golden):

@@ -203,6 +203,9 @@ class ImageFlow:
     def init(self, rng: jax.Array, images: Array) -> dict:
         """Variables for this model, with every ActNorm initialised from `images` (B, H, W, C), uint8
         values: the batch goes through the steps in order, each ActNorm set from its own input."""
+        # the steps run one by one (each ActNorm needs its input), each as a compiled call: one
+        # compilation per level instead of op-by-op dispatch
+        est_init, step_forward = jax.jit(self.estimator.init), jax.jit(self._step_forward)
         cfg = self.config
         x, _ = F.dequantize(self._check(images), jax.random.fold_in(rng, 1), cfg.n_bits)
         params: dict[str, Any] = {}
@@ -237,10 +240,10 @@ class ImageFlow:
                     step["gates"] = jnp.zeros((N_GATES, cfg.hidden))
                 inp, gates = self._estimator_input(z_in[..., : c // 2], step)
                 if not self.shared:
-                    step["estimator"] = self.estimator.init(jax.random.fold_in(srng, 2), inp, gates)["params"]
+                    step["estimator"] = est_init(jax.random.fold_in(srng, 2), inp, gates)["params"]
                 elif k == 0:  # the shared stack's ActNorms are set by the level's first step, as officially
-                    shared["estimator"] = self.estimator.init(jax.random.fold_in(lrng, 999), inp, gates)["params"]
-                z, _ = self._step_forward(z, step, fixed, shared)
+                    shared["estimator"] = est_init(jax.random.fold_in(lrng, 999), inp, gates)["params"]
+                z, _ = step_forward(z, step, fixed, shared)
                 steps.append(step)
                 fixeds.append(fixed)
             lp = {"steps": jax.tree.map(lambda *a: jnp.stack(a), *steps)}

@@ -162,8 +162,9 @@ def _write_samples(model: ImageFlow, state, e, workdir: str, writer: Writer, ste
     variables = jax.device_get(state.params)
     out = os.path.join(workdir, "samples")
     os.makedirs(out, exist_ok=True)
+    sample = jax.jit(model.sample, static_argnums=2)  # one compilation for every temperature
     for temp in e.temperatures:
-        imgs = np.asarray(model.sample(variables, jax.random.PRNGKey(step), e.num_samples, float(temp)))
+        imgs = np.asarray(sample(variables, jax.random.PRNGKey(step), e.num_samples, float(temp)))
         grid = sample_grid(imgs)
         save_png(os.path.join(out, f"step_{step}_t{temp}.png"), grid)
         writer.image(step, f"samples/t{temp}", grid)
