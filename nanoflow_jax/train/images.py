@@ -5,9 +5,7 @@ dispatches here when `config.model.kind == "image"`."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import signal
 from typing import Any
 
 import jax
@@ -19,9 +17,9 @@ from nanoflow_jax.data.images import ImageLoader, dequantize_np, load_image_spli
 from nanoflow_jax.models.glow import GlowConfig, ImageFlow
 from nanoflow_jax.params import count_params
 from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir
-from nanoflow_jax.train.loop import TrainingError
-from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
-from nanoflow_jax.train.summaries import Progress, Writer, save_png
+from nanoflow_jax.train.loop import run_steps
+from nanoflow_jax.train.step import init_state, make_mesh, make_train_step, replicate
+from nanoflow_jax.train.summaries import Writer, save_png
 
 
 def warmup_schedule(train: Any) -> optax.Schedule:
@@ -106,54 +104,22 @@ def train_images(config: Any, workdir: str, log=print) -> dict:
         say(f"resumed from step {latest} in {checkpoint_dir(workdir)}")
     say(f"model: {model.config.variant}, {count_params(state.params['params']):,} parameters")
     state = replicate(state, mesh)
-    start = int(state.step)
 
     loader = ImageLoader(train_set, t.batch_size // n_proc, t.seed, model.config.n_bits, proc, n_proc, position)
     step_fn = make_train_step(lambda v, x: jnp.mean(model.bits_per_dim(v, x)), tx, schedule, mesh)
-    sync = jax.default_backend() == "cpu" and jax.device_count() > 1
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
     writer = Writer(os.path.join(workdir, "tb"), main)
-    progress = Progress(start, t.num_steps, say)
-    results: dict[str, float] = {}
-    step, window = start, []
-    try:
-        while step < t.num_steps:
-            state, metrics = step_fn(state, global_batch(next(loader), mesh))
-            step += 1
-            if sync:
-                jax.block_until_ready(metrics)
-            window.append(metrics)
-            last = step == t.num_steps
-            if step % t.log_every == 0 or last or stop["signal"]:
-                vals = jax.device_get(window)
-                finite = [m for m in vals if m["finite"]]
-                logged = {"bpd": float(np.mean([m["loss"] for m in finite])) if finite else math.nan}
-                writer.scalars(step, {"train/bpd": logged["bpd"], "train/skipped_steps": int(state.skipped)})
-                progress.line(step, {"bpd": logged["bpd"]})
-                results.update(logged)
-                if max(int(m["bad_streak"]) for m in vals) >= t.max_bad_steps:
-                    raise TrainingError(f"non-finite steps in a row by step {step}; lower the learning rate")
-                window = []
-            metric = None
-            if step % t.eval_every == 0 or last:
-                bpd = evaluate_bpd(model, jax.device_get(state.params), test_set[: e.num_images], e.batch_size)
-                writer.scalars(step, {"eval/bpd": bpd})
-                say(f"eval at step {step}: test bpd {bpd:.4f}")
-                results["eval/bpd"] = bpd
-                metric = {"eval_nll": bpd}
-                if main:
-                    _write_samples(model, state, e, workdir, writer, step)
-            if step % t.checkpoint_every == 0 or last or stop["signal"]:
-                ckpt.save(step, state, {"config": config.to_dict(), "data": loader.state()}, metric)
-            if stop["signal"]:
-                say(f"signal {stop['signal']}: saved step {step}, exiting")
-                break
-    finally:
-        ckpt.wait()
-        ckpt.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous)
+
+    def run_eval(step: int, state) -> tuple[dict, float]:
+        bpd = evaluate_bpd(model, jax.device_get(state.params), test_set[: e.num_images], e.batch_size)
+        writer.scalars(step, {"eval/bpd": bpd})
+        say(f"eval at step {step}: test bpd {bpd:.4f}")
+        if main:
+            _write_samples(model, state, e, workdir, writer, step)
+        return {"eval/bpd": bpd}, bpd
+
+    state, step, results = run_steps(
+        state, step_fn, loader, mesh, config, workdir, ckpt, writer, say, run_eval, loss_name="bpd"
+    )
     results["step"] = step
     return results
 

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -131,40 +132,67 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
         state = state.replace(params=_warm_start_params(warm_start, model, state.params))
         say(f"warm start: params from {warm_start}")
     state = replicate(state, mesh)
-    start = int(state.step)
 
     local_batch = t.batch_size // n_proc
     loader = CropLoader(train_set, local_batch, d.segment_length, t.seed, process_index=proc, position=position)
 
     loss_fn = evaluate.audio_nll(model, mel_cfg)
     step_fn = make_train_step(loss_fn, tx, schedule, mesh, t.grad_accum_steps)
-    # XLA's CPU all-reduce can deadlock when multi-device steps are queued back to back
-    sync_every_step = jax.default_backend() == "cpu" and jax.device_count() > 1
-
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
-
     writer = Writer(os.path.join(workdir, "tb"), main)
-    progress = Progress(start, t.num_steps, say)
     eval_model = AudioFlow(model.config)  # float32, no remat
     nll_fn = evaluate.make_nll_fn(eval_model, mel_cfg)
     multiple = math.lcm(HOP, model.config.n_groups)
     eval_crops = evaluate.fixed_crops(test_set, e.num_crops, d.segment_length)
-    results: dict[str, float] = {}
 
-    def meta() -> dict:
-        return {"config": config.to_dict(), "data": loader.state()}
-
-    def run_eval(step: int) -> dict:
+    def run_eval(step: int, state) -> tuple[dict, float]:
         out = {"eval/nll_crops": evaluate.nll_on_crops(nll_fn, state.params, eval_crops, e.batch_size)}
         if e.num_utterances:
             full = evaluate.nll_on_utterances(nll_fn, state.params, test_set, e.num_utterances, multiple)
             out.update({"eval/nll_utterances": full, "eval/ll_utterances": -full})
         writer.scalars(step, out)
         say(f"eval at step {step}: " + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in out.items()))
-        return out
+        return out, out["eval/nll_crops"]
 
-    step = start
+    def finish(step: int, state) -> None:
+        if main and step == t.num_steps and e.synthesize:
+            _write_sample(eval_model, state, mel_cfg, test_set, e, workdir, writer, step, multiple, say)
+
+    state, step, results = run_steps(
+        state, step_fn, loader, mesh, config, workdir, ckpt, writer, say, run_eval, finish, loss_name="loss"
+    )
+    results["step"] = step
+    # printed by every process: multi-host runs can check that all hold the same params
+    results["params_checksum"] = float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(state.params)))
+    log(f"process {proc}: step {step}, params checksum {results['params_checksum']:.9g}")
+    return results
+
+
+def run_steps(
+    state: Any,
+    step_fn: Callable,
+    loader: Any,
+    mesh: jax.sharding.Mesh,
+    config: Any,
+    workdir: str,
+    ckpt: Checkpointer,
+    writer: Writer,
+    say: Callable,
+    run_eval: Callable[[int, Any], tuple[dict, float]],
+    finish: Callable[[int, Any], None] | None = None,
+    loss_name: str = "loss",
+) -> tuple[Any, int, dict]:
+    """The training loop every model shares: steps, windowed train summaries, the non-finite stop,
+    evaluation (`run_eval(step, state) -> (metrics, value the checkpoints keep the best of)`),
+    checkpoints with the data position, and SIGTERM (save, then exit). Closes the checkpointer, loader and
+    writer. -> (state, last step, last logged and evaluated metrics)."""
+    t = config.train
+    # XLA's CPU all-reduce can deadlock when multi-device steps are queued back to back
+    sync_every_step = jax.default_backend() == "cpu" and jax.device_count() > 1
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+    step = int(state.step)
+    progress = Progress(step, t.num_steps, say)
+    results: dict[str, float] = {}
     window: list[dict] = []
     t_window = time.perf_counter()
     try:
@@ -180,7 +208,7 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
                 finite = [m for m in vals if m["finite"]]
                 dt = time.perf_counter() - t_window
                 logged = {
-                    "loss": float(np.mean([m["loss"] for m in finite])) if finite else math.nan,
+                    loss_name: float(np.mean([m["loss"] for m in finite])) if finite else math.nan,
                     "grad_norm": float(np.mean([m["grad_norm"] for m in finite])) if finite else math.nan,
                     "learning_rate": float(vals[-1]["learning_rate"]),
                     "samples_per_s": len(vals) * t.batch_size / dt,
@@ -188,7 +216,7 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
                 writer.scalars(
                     step, {f"train/{k}": v for k, v in logged.items()} | {"train/skipped_steps": int(state.skipped)}
                 )
-                progress.line(step, {"loss": logged["loss"], "lr": logged["learning_rate"]})
+                progress.line(step, {loss_name: logged[loss_name], "lr": logged["learning_rate"]})
                 results.update(logged)
                 worst = max(int(m["bad_streak"]) for m in vals)
                 window, t_window = [], time.perf_counter()
@@ -205,27 +233,23 @@ def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -
                 )
             metrics_for_ckpt = None
             if step % t.eval_every == 0 or last:
-                evals = run_eval(step)
+                evals, best_by = run_eval(step, state)
                 results.update(evals)
-                metrics_for_ckpt = {"eval_nll": evals["eval/nll_crops"]}
+                metrics_for_ckpt = {"eval_nll": best_by}
             if is_ckpt_step:
-                ckpt.save(step, state, meta(), metrics_for_ckpt)
+                ckpt.save(step, state, {"config": config.to_dict(), "data": loader.state()}, metrics_for_ckpt)
             if stop["signal"]:
                 say(f"signal {stop['signal']}: saved step {step}, exiting")
                 break
-        if main and step == t.num_steps and e.synthesize:
-            _write_sample(eval_model, state, mel_cfg, test_set, e, workdir, writer, step, multiple, say)
+        if finish is not None:
+            finish(step, state)
     finally:
         ckpt.wait()
         ckpt.close()
         loader.close()
         writer.close()
         signal.signal(signal.SIGTERM, previous)
-    results["step"] = step
-    # printed by every process: multi-host runs can check that all hold the same params
-    results["params_checksum"] = float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(state.params)))
-    log(f"process {proc}: step {step}, params checksum {results['params_checksum']:.9g}")
-    return results
+    return state, step, results
 
 
 def _write_sample(model, state, mel_cfg, test_set, e, workdir, writer, step, multiple, say) -> None:
