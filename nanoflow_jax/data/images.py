@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nanoflow_jax.data.sources import DataError
+from nanoflow_jax.flows.image import bin_floor
 
 DEMO_IMAGES = os.path.join(os.path.dirname(__file__), "demo_images", "images.npz")
 DEMO_TEST = 128
@@ -87,10 +88,10 @@ def load_image_splits(data: Any, log=print) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dequantize_np(images: np.ndarray, rng: np.random.Generator, n_bits: int = 8) -> np.ndarray:
-    """uint8 images -> float32 in [-0.5, 0.5) with uniform dequantisation noise (as flows.image.dequantize)."""
-    n_bins = 2**n_bits
-    x = np.floor(images.astype(np.float32) / 2 ** (8 - n_bits)) / n_bins - 0.5
-    return (x + rng.uniform(0.0, 1.0 / n_bins, x.shape)).astype(np.float32)
+    """uint8 images -> float32 in [-0.5, 0.5) with uniform dequantisation noise (flows.image.dequantize with
+    a NumPy generator, for the host-side loader)."""
+    x = bin_floor(images, n_bits)
+    return (x + rng.uniform(0.0, 1.0 / 2**n_bits, x.shape)).astype(np.float32)
 
 
 class ImageLoader:

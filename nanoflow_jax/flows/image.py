@@ -9,6 +9,7 @@ the even and odd channels of the estimator's output ("cross"); a split prior's m
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -111,15 +112,17 @@ def gaussian_logp(x: Array, mean: Array, logs: Array) -> Array:
     return jnp.sum(lp, axis=tuple(range(1, x.ndim)))
 
 
-def dequantize(images: Array, rng: jax.Array | None, n_bits: int = 8) -> tuple[Array, Array]:
-    """uint8-valued images (B, H, W, C) -> x in [-0.5, 0.5) with uniform noise, and the per-example
-    log-likelihood correction -log(n_bins) * dims of the discretisation."""
-    n_bins = 2**n_bits
-    x = jnp.floor(images.astype(jnp.float32) / 2 ** (8 - n_bits)) / n_bins - 0.5
-    if rng is not None:
-        x = x + jax.random.uniform(rng, x.shape, jnp.float32, 0.0, 1.0 / n_bins)
-    dims = math.prod(images.shape[1:])
-    return x, jnp.full((images.shape[0],), -math.log(n_bins) * dims)
+def bin_floor(images: Any, n_bits: int = 8) -> Any:
+    """uint8-valued images -> the lower edge of each value's bin in [-0.5, 0.5), float32. Operators only,
+    so NumPy arrays stay NumPy (the host-side loader) and JAX arrays stay JAX."""
+    return (images.astype("float32") // 2 ** (8 - n_bits)) / 2**n_bits - 0.5
+
+
+def dequantize(images: Array, rng: jax.Array, n_bits: int = 8) -> Array:
+    """uint8-valued images (B, H, W, C) -> x in [-0.5, 0.5): each value's bin plus uniform noise over it
+    (the objective's -log(n_bins) per dimension is in `ImageFlow.bits_per_dim`)."""
+    x = bin_floor(images, n_bits)
+    return x + jax.random.uniform(rng, x.shape, jnp.float32, 0.0, 1.0 / 2**n_bits)
 
 
 def bits_per_dim(log_likelihood: Array, dims: int) -> Array:

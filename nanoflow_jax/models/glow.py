@@ -207,7 +207,7 @@ class ImageFlow:
         # compilation per level instead of op-by-op dispatch
         est_init, step_forward = jax.jit(self.estimator.init), jax.jit(self._step_forward)
         cfg = self.config
-        x, _ = F.dequantize(self._check(images), jax.random.fold_in(rng, 1), cfg.n_bits)
+        x = F.dequantize(self._check(images), jax.random.fold_in(rng, 1), cfg.n_bits)
         params: dict[str, Any] = {}
         buffers: dict[str, Any] = {}
         z = x
@@ -286,8 +286,7 @@ class ImageFlow:
             if level < cfg.n_levels - 1:
                 c = z.shape[-1] // 2
                 z1, z2 = z[..., :c], z[..., c:]
-                h = zero_conv(z1, variables["params"][f"level_{level}"]["split_prior"])
-                logp = logp + F.gaussian_logp(z2, h[..., 0::2], h[..., 1::2])
+                logp = logp + F.gaussian_logp(z2, *self._split_prior(variables, level, z1))
                 zs.append(z2)
                 z = z1
         mean, logs = self._top_prior(variables, z.shape)
@@ -295,36 +294,41 @@ class ImageFlow:
         zs.append(z)
         return zs, logdet, logp
 
+    def _split_prior(self, variables: dict, level: int, z1: Array) -> tuple[Array, Array]:
+        """(mean, log-std) of the half split off at `level`, given the half kept."""
+        h = zero_conv(z1, variables["params"][f"level_{level}"]["split_prior"])
+        return h[..., 0::2], h[..., 1::2]
+
     def _top_prior(self, variables: dict, shape) -> tuple[Array, Array]:
         h = zero_conv(jnp.zeros(shape[:3] + (2 * shape[3],)), variables["params"]["top_prior"])
         c = shape[3]
         return h[..., :c], h[..., c:]
 
-    def inverse(self, variables: dict, zs: list[Array]) -> Array:
-        """Latents as `transform` returns them -> x."""
-        cfg = self.config
-        z = zs[-1]
-        for level in reversed(range(cfg.n_levels)):
-            if level < cfg.n_levels - 1:
-                z = jnp.concatenate([z, zs[level]], axis=-1)
+    def _decode(self, variables: dict, z: Array, split_latent) -> Array:
+        """Top latent -> x; `split_latent(level, z1)` gives the half split off at `level`, given the half
+        kept (the latent itself, or a draw from its prior)."""
+        for level in reversed(range(self.config.n_levels)):
+            if level < self.config.n_levels - 1:
+                z = jnp.concatenate([z, split_latent(level, z)], axis=-1)
             z, _ = self._level_scan(variables, level, z, reverse=True)
             z = F.unsqueeze2x2(z)
         return z
+
+    def inverse(self, variables: dict, zs: list[Array]) -> Array:
+        """Latents as `transform` returns them -> x."""
+        return self._decode(variables, zs[-1], lambda level, _: zs[level])
 
     def sample(self, variables: dict, rng: jax.Array, n: int, temperature: float = 1.0) -> Array:
         """n images (n, H, W, C) as uint8 values 0..255, latents drawn at `temperature`."""
         cfg = self.config
         size, c = self.level_shape(cfg.n_levels - 1)
         keys = jax.random.split(rng, cfg.n_levels)
-        mean, logs = self._top_prior(variables, (n, size, size, c))
-        z = mean + jnp.exp(logs) * temperature * jax.random.normal(keys[-1], mean.shape)
-        for level in reversed(range(cfg.n_levels)):
-            if level < cfg.n_levels - 1:
-                h = zero_conv(z, variables["params"][f"level_{level}"]["split_prior"])
-                m, ls = h[..., 0::2], h[..., 1::2]
-                z = jnp.concatenate([z, m + jnp.exp(ls) * temperature * jax.random.normal(keys[level], m.shape)], -1)
-            z, _ = self._level_scan(variables, level, z, reverse=True)
-            z = F.unsqueeze2x2(z)
+
+        def draw(key, mean, logs):
+            return mean + jnp.exp(logs) * temperature * jax.random.normal(key, mean.shape)
+
+        z = draw(keys[-1], *self._top_prior(variables, (n, size, size, c)))
+        z = self._decode(variables, z, lambda level, z1: draw(keys[level], *self._split_prior(variables, level, z1)))
         n_bins = 2**cfg.n_bits
         return jnp.clip(jnp.floor((z + 0.5) * n_bins) * 2 ** (8 - cfg.n_bits), 0, 255).astype(jnp.uint8)
 
