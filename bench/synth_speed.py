@@ -46,7 +46,7 @@ def main() -> None:
     import numpy as np
 
     import nanoflow_jax as nf
-    from nanoflow_jax.synth.fast import COND_CACHE_BYTES, output_length, synthesis_fn
+    from nanoflow_jax.synth.fast import cache_cond_fits, output_length, synthesis_fn
 
     cfg = model_config()
     model = nf.build_model(cfg)
@@ -71,7 +71,7 @@ def main() -> None:
         z = jax.random.normal(jax.random.PRNGKey(3), (batch, t))
         cache = {"yes": True, "no": False}.get(args.cache_cond)
         if cache is None:
-            cache = batch * t * cfg.n_shared * 2 * cfg.channels * 4 <= COND_CACHE_BYTES
+            cache = cache_cond_fits(cfg, batch, t)
         ref = None
         for mode in args.modes.split(","):
             t0 = time.perf_counter()

@@ -125,7 +125,8 @@ def dataclass_from_any(cls: type, cfg: Any, what: str) -> Any:
     return cls(**{k: v for k, v in cfg.items() if k in names})
 
 
-def official_section(official: Any) -> Mapping:
+def read_official(official: Any) -> Mapping:
+    """An official JSON config (path or its dict) as a mapping; unreadable or invalid JSON is a ValueError."""
     if isinstance(official, (str, os.PathLike)):
         try:
             with open(official) as f:
@@ -136,6 +137,12 @@ def official_section(official: Any) -> Mapping:
             raise ValueError(f"official config {official} is not valid JSON: {e}") from None
     if not isinstance(official, Mapping):
         raise TypeError(f"official config must be a path or a mapping, got {type(official).__name__}")
+    return official
+
+
+def official_section(official: Any) -> Mapping:
+    """The model section (`waveflow_config`) of an official config, or the mapping itself if it is one."""
+    official = read_official(official)
     return official.get("waveflow_config", official)
 
 

@@ -7,7 +7,6 @@ archive), so converting needs no torch install.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import zipfile
@@ -17,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from nanoflow_jax.config import ModelConfig, config_from_official, official_section
+from nanoflow_jax.config import ModelConfig, config_from_official, official_section, read_official
 from nanoflow_jax.models import AudioFlow
 from nanoflow_jax.params import expected_shapes
 
@@ -276,6 +275,7 @@ def check_official_config(sd: Mapping, official_config: Any) -> None:
 def load_official(state_dict_or_path: Any, official_config: Any) -> tuple[AudioFlow, dict]:
     """Official checkpoint (state_dict mapping, .npz or .pt path) + official config -> (model, params)."""
     sd = state_dict_from(state_dict_or_path)
+    official_config = read_official(official_config)  # a path is read once
     cfg = config_from_official(official_config)
     check_official_config(sd, official_config)
     model = AudioFlow(cfg)
@@ -287,19 +287,14 @@ def load_official(state_dict_or_path: Any, official_config: Any) -> tuple[AudioF
 # -- command line: official checkpoint -> a checkpoint folder of ours --------------------------------
 def official_data_config(official_config: Any) -> dict:
     """Our `data` mel fields from an official JSON's data_config (defaults where absent)."""
-    official = official_config
-    if isinstance(official, (str, os.PathLike)):
-        with open(official) as f:
-            official = json.load(f)
-    d = official.get("data_config", {}) if isinstance(official, Mapping) else {}
+    official = read_official(official_config)
+    d = official.get("data_config", {})
     return {
         "sample_rate": int(d.get("sampling_rate", 22050)),
         "n_fft": int(d.get("filter_length", 1024)),
         "hop_length": int(d.get("hop_length", 256)),
         "win_length": int(d.get("win_length", 1024)),
-        "n_mels": int(official.get("waveflow_config", {}).get("cin_channels", 80))
-        if isinstance(official, Mapping)
-        else 80,
+        "n_mels": int(official_section(official).get("cin_channels", 80)),
         "fmin": float(d.get("mel_fmin", 0.0)),
         "fmax": float(d.get("mel_fmax", 8000.0)),
     }
@@ -311,12 +306,13 @@ def convert_official(checkpoint: str, official_config: str, out: str) -> str:
     # imported here: the trainer imports this module for warm starts
     from nanoflow_jax.train.checkpoint import Checkpointer
 
-    model, params = load_official(checkpoint, official_config)
-    if os.path.exists(out) and os.listdir(out):
+    if os.path.exists(out) and os.listdir(out):  # before the (slow) load
         raise ValueError(f"output folder {out} exists and is not empty")
+    official = read_official(official_config)
+    model, params = load_official(checkpoint, official)
     config = {
         "model": model.config.to_dict(),
-        "data": official_data_config(official_config),
+        "data": official_data_config(official),
         "converted_from": os.path.abspath(checkpoint),
     }
     ckpt = Checkpointer(os.path.abspath(out), keep=1, async_save=False)

@@ -18,6 +18,7 @@ import numpy as np
 
 from nanoflow_jax.audio.io import read_audio, resample, write_wav
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
+from nanoflow_jax.params import inference_params
 from nanoflow_jax.synth.denoise import Denoiser
 from nanoflow_jax.synth.fast import DTYPES, min_frames, output_length, synthesize
 
@@ -82,6 +83,7 @@ def _files(folder: str, ext: str) -> list[str]:
 
 def load_model(args: SynthArgs):
     """-> (model, params, MelConfig) from --checkpoint or --official + --config."""
+    from nanoflow_jax.config import read_official
     from nanoflow_jax.convert import load_official, official_data_config
     from nanoflow_jax.train.checkpoint import load_checkpoint
 
@@ -97,8 +99,9 @@ def load_model(args: SynthArgs):
             raise ValueError("--official needs --config (the official JSON config it was trained with)")
         if not os.path.exists(args.official):
             raise ValueError(f"official checkpoint {args.official} does not exist")
-        model, params = load_official(args.official, args.config)
-        return model, params, MelConfig.from_any(official_data_config(args.config))
+        official = read_official(args.config)
+        model, params = load_official(args.official, official)
+        return model, params, MelConfig.from_any(official_data_config(official))
     raise ValueError("no model: give --checkpoint DIR or --official CKPT.pt --config CONFIG.json")
 
 
@@ -151,6 +154,7 @@ def run(args: SynthArgs, log=print) -> list[str]:
             mels.append(load_mel(path, cfg.cond_channels, cfg.n_groups))
         else:
             mels.append(_wav_mel(path, mel_cfg, cfg.n_groups))
+    params = inference_params(model, params)  # once, not in every synthesize call
     denoiser = Denoiser(model, params, mel_cfg, dtype=args.dtype) if args.denoise > 0 else None
     rng = jax.random.PRNGKey(args.seed)
     written, total_audio, total_wall = [], 0.0, 0.0

@@ -45,6 +45,11 @@ def output_length(frames: int, n_groups: int) -> int:
     return max(HOP * (frames - TRIM_FRAMES), 0) // n_groups * n_groups
 
 
+def cache_cond_fits(cfg: ModelConfig, batch: int, samples: int) -> bool:
+    """Whether the shared layers' conditioning terms for `batch` x `samples` fit in COND_CACHE_BYTES."""
+    return batch * samples * cfg.n_shared * 2 * cfg.channels * 4 <= COND_CACHE_BYTES
+
+
 def min_frames(n_groups: int) -> int:
     return next(f for f in range(TRIM_FRAMES + 1, TRIM_FRAMES + 2 + n_groups) if output_length(f, n_groups) > 0)
 
@@ -304,7 +309,7 @@ def synthesize(
     masked = any(t != t_max for t in lengths)
     widths = jnp.asarray([t // cfg.n_groups for t in lengths]) if masked else None
     if cache_cond is None:
-        cache_cond = len(mels) * t_max * cfg.n_shared * 2 * cfg.channels * 4 <= COND_CACHE_BYTES
+        cache_cond = cache_cond_fits(cfg, len(mels), t_max)
     params = inference_params(model, params)
 
     def run(dt):
