@@ -1,5 +1,5 @@
 """Flax modules: conditioner, estimator (2-D WaveNet), projection heads and the scanned flow model."""
 
-from nanoflow_jax.models.waveflow import HOP, AudioFlow
+from nanoflow_jax.models.waveflow import DTYPES, HOP, AudioFlow
 
-__all__ = ["AudioFlow", "HOP"]
+__all__ = ["DTYPES", "AudioFlow", "HOP"]

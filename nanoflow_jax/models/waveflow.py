@@ -26,6 +26,8 @@ from nanoflow_jax.models.wavenet2d import WaveNet2D
 
 Array = jnp.ndarray
 HOP = 256
+# compute types of the estimator by name (training's compute_dtype, synthesis' dtype)
+DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 
 _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 

@@ -29,11 +29,10 @@ import numpy as np
 
 from nanoflow_jax.config import ModelConfig
 from nanoflow_jax.flows import make_coupling, unsqueeze
-from nanoflow_jax.models import HOP, AudioFlow
+from nanoflow_jax.models import DTYPES, HOP, AudioFlow
 from nanoflow_jax.params import inference_params
 
 Array = jnp.ndarray
-DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 TRIM_FRAMES = 3  # the official synthesis drops the last 3 frames (768 samples) the upsampler smears
 # keep the shared layers' conditioning terms for all rows when they fit in this; else compute per row
 COND_CACHE_BYTES = 1 << 30

@@ -20,7 +20,7 @@ from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram, n_frames
 from nanoflow_jax.config import ModelConfig
 from nanoflow_jax.convert import check_params, params_from_state_dict, state_dict_from
 from nanoflow_jax.data import CropLoader, DataError, load_splits
-from nanoflow_jax.models import HOP, AudioFlow
+from nanoflow_jax.models import DTYPES, HOP, AudioFlow
 from nanoflow_jax.params import init_params
 from nanoflow_jax.synth import synthesize
 from nanoflow_jax.train import evaluate
@@ -35,8 +35,6 @@ from nanoflow_jax.train.step import (
     replicate,
 )
 from nanoflow_jax.train.summaries import Progress, Writer, mel_image, save_png
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 class TrainingError(RuntimeError):
