@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
             embed_dim=512,
             embed_injection=("additive", "multiplicative"),
             gate_form="ones",
-            embed_weight_norm=True,  # the official configs train with it (see config_from_official)
+            embed_weight_norm=True,  # the official projections of the embedding are always weight-normed
             shared_layers=None,
             coupling="affine",
             spline_bins=32,

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from nanoflow_jax.cli import run_cli
+from nanoflow_jax.files import resolve_path
 from nanoflow_jax.train.checkpoint import Checkpointer, checkpoint_dir
 
 
@@ -37,7 +38,7 @@ def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tupl
         total = p if total is None else jax.tree.map(np.add, total, p)
     ckpt.close()
     mean = jax.tree.map(lambda a: (a / len(steps)).astype(np.float32), total)
-    out = out or os.path.join(os.path.abspath(workdir), "averaged")
+    out = resolve_path(out) if out else os.path.join(resolve_path(workdir), "averaged")
     dst = Checkpointer(out, keep=1, async_save=False)
     dst.save(steps[-1], {"params": mean}, {"config": meta["config"], "averaged_steps": steps})
     dst.wait()

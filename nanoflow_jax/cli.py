@@ -6,12 +6,10 @@ import os
 import sys
 from collections.abc import Callable
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError)
+from nanoflow_jax.errors import USER_ERRORS, TrainingError
 
 
 def run_cli(fn: Callable[[], object], prog: str) -> None:
-    from nanoflow_jax.train.loop import TrainingError
-
     try:
         fn()
     except TrainingError as e:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 VARIANTS = ("waveflow", "nanoflow_naive", "nanoflow_decomp", "nanoflow")
 INJECTIONS = ("additive", "multiplicative", "concat")
+_log = logging.getLogger("nanoflow_jax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +72,7 @@ class ModelConfig:
             if not 0 < self.shared_layers <= self.n_layers:
                 fail(f"shared_layers must be in 1..n_layers={self.n_layers}, got {self.shared_layers}")
         if self.receptive_rows < self.n_groups:
-            fail(
-                f"the estimator sees {self.receptive_rows} rows but n_groups={self.n_groups}; "
-                "raise height_dilation_cycle or n_layers"
-            )
+            _warn_short_receptive_field(self.receptive_rows, self.n_groups)
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -107,6 +107,17 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["embed_injection"] = list(self.embed_injection)
         return d
+
+
+@functools.cache
+def _warn_short_receptive_field(rows: int, n_groups: int) -> None:
+    # a valid flow (rows further up are simply not used) that the official code builds too: warn once
+    _log.warning(
+        "model config: each row's estimator sees %d rows of the n_groups=%d above and including it; "
+        "raise height_dilation_cycle or n_layers to see all",
+        rows,
+        n_groups,
+    )
 
 
 def dataclass_from_any(cls: type, cfg: Any, what: str) -> Any:
@@ -167,7 +178,7 @@ def config_from_official(official: Any) -> ModelConfig:
         raise ValueError(f"official config lacks field {e.args[0]!r}") from None
     if variant == "nanoflow":
         kw["embed_dim"] = int(sec.get("size_flow_embed", 512))
-        # The official code tests the JSON value for truth, so the string "False" switches weight norm ON
-        # (the shipped configs do this); we reproduce what it built, not what the string says.
-        kw["embed_weight_norm"] = bool(sec.get("use_weightnorm_embed", False))
+        # the official per-layer embedding projections are always weight-normed; its use_weightnorm_embed
+        # puts weight norm on the embedding table itself, which the converter folds into the plain table
+        kw["embed_weight_norm"] = True
     return ModelConfig(**kw)

@@ -26,3 +26,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], su
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def resolve_path(path: str | os.PathLike) -> str:
+    """A path as a user gave it (flag, config field, argument) -> absolute: `~` expanded, a relative path
+    taken from the current directory. Applied once where a path enters the package."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))

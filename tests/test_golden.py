@@ -82,13 +82,25 @@ def test_flow_bias_table_matches_official_cache():
 
 
 def test_pt_checkpoint_loads_without_torch():
+    """The torch-free reader gives the checkpoint's exact tensors (the golden params were saved from the
+    same weights), and the model loaded from the .pt computes the official z."""
+    from nanoflow_jax.convert import read_torch_checkpoint
+
     d = np.load(os.path.join(DATA, "nanoflow_small.npz"))
-    model, params = nf.load_official(
-        os.path.join(DATA, "nanoflow_small_official_ckpt.pt"), official_config("nanoflow_small")
-    )
+    pt = os.path.join(DATA, "nanoflow_small_official_ckpt.pt")
+    checkpoint = read_torch_checkpoint(pt)
+    tensors = checkpoint["model"]
+    golden = {k[len("param/") :]: d[k] for k in d.files if k.startswith("param/")}
+    assert set(tensors) == set(golden) | {"h_cache"}
+    for name, want in golden.items():
+        assert tensors[name].dtype == np.float32 and tensors[name].shape == want.shape, name
+        np.testing.assert_array_equal(tensors[name], want, err_msg=name)
+    np.testing.assert_array_equal(tensors["h_cache"], d["h_cache"])
+    model, params = nf.load_official(pt, official_config("nanoflow_small"))
     z, logdet = model.apply(params, d["x"], d["mel"])
-    assert np.isfinite(float(nf.nll(z, logdet)))
-    assert model.config.embed_weight_norm  # "False" in the JSON is truthy in the official code
+    np.testing.assert_allclose(z, flat(d["z"]), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(float(nf.nll(z, logdet)), float(d["loss"]), atol=1e-5, rtol=0)
+    assert model.config.embed_weight_norm  # the official embedding projections are always weight-normed
     assert "v" in params["params"]["estimator"]["layer_0"]["embed_proj"]
 
 
@@ -123,3 +135,23 @@ def test_config_mismatch_is_an_error():
     cfg = dict(CONFIGS["nanoflow_decomp_small"]["config"], res_channels=64)
     with pytest.raises(ValueError, match="disagree on res_channels: the checkpoint has 32, the config says 64"):
         nf.load_official(sd, cfg)
+
+
+def test_official_model_with_short_receptive_field_and_normed_embedding(caplog):
+    """An official NanoFlow whose estimator sees 11 of G=16 rows, with a weight-normed embedding table
+    (tools/make_official_golden.py): it loads (one warning), and forward, slow inverse and fast
+    synthesis match the official code."""
+    d = dict(np.load(os.path.join(DATA, "nanoflow_short_field.npz")))
+    state_dict = {k[len("param/") :]: v for k, v in d.items() if k.startswith("param/")}
+    assert "flow_embedding.weight_g" in state_dict
+    with caplog.at_level("WARNING", logger="nanoflow_jax"):
+        model, params = nf.load_official(state_dict, os.path.join(DATA, "nanoflow_short_field.json"))
+    assert model.config.receptive_rows == 11 and model.config.n_groups == 16
+    z, logdet = model.apply(params, d["x"], d["mel"])
+    np.testing.assert_allclose(z, flat(d["z"]), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(float(nf.nll(z, logdet)), float(d["loss"]), atol=1e-5, rtol=0)
+    z_syn = flat(d["z_syn"])
+    slow = model.apply(params, z_syn, d["mel"], method="inverse")
+    np.testing.assert_allclose(slow, d["audio_syn"], atol=1e-4, rtol=0)
+    fast = nf.synthesize(model, params, d["mel"], z=z_syn)
+    np.testing.assert_allclose(fast, d["audio_syn"], atol=1e-4, rtol=0)

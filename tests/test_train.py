@@ -191,43 +191,6 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_config_trains_and_nll_goes_down(tmp_path):
-    r = run_train(
-        tmp_path / "demo",
-        "--config=configs/demo.py",
-        "--config.train.num_steps=40",
-        "--config.data.segment_length=4000",
-        "--config.train.eval_every=20",
-        "--config.train.checkpoint_every=20",
-        "--config.train.log_every=10",
-        "--config.eval.synthesize=True",
-        "--config.eval.synth_seconds=0.5",
-        timeout=900,
-        tiny=False,
-    )
-    assert r.returncode == 0, r.stdout[-3000:]
-    nll = [float(x) for x in re.findall(r"eval at step \d+: nll_crops (-?[\d.]+)", r.stdout)]
-    assert len(nll) == 2 and nll[1] < nll[0] - 0.05, r.stdout[-3000:]
-    samples = os.listdir(tmp_path / "demo" / "samples")
-    assert sorted(samples) == ["step_40.wav", "step_40_mel.png"]
-    assert any(n.startswith("events") for n in os.listdir(tmp_path / "demo" / "tb"))
-    out = subprocess.run(
-        [sys.executable, "-m", "nanoflow_jax.average", "--workdir", str(tmp_path / "demo"), "--last", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0 and "averaged 2 checkpoints (steps 20..40)" in out.stdout, out.stderr
-    config, model, params = nf.load_checkpoint(str(tmp_path / "demo" / "averaged"))
-    _, _, p20 = nf.load_checkpoint(str(tmp_path / "demo"), step=20)
-    _, _, p40 = nf.load_checkpoint(str(tmp_path / "demo"), step=40)
-    a, b, c = (jax.tree.leaves(p)[0] for p in (params, p20, p40))
-    np.testing.assert_allclose(a, (b + c) / 2, atol=1e-6)
-    assert config.model.channels == 32 and model.config.channels == 32
-
-
-@pytest.mark.slow
 def test_two_processes_train_and_agree(tmp_path):
     port = 20000 + os.getpid() % 20000
     procs = [

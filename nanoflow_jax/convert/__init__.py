@@ -170,6 +170,15 @@ def _head(sd: dict, prefix: str) -> dict:
     }
 
 
+def _embedding_table(sd: dict) -> np.ndarray:
+    """The (K, D) flow embedding; a weight-normed one (official use_weightnorm_embed, norm per row) is
+    folded into the plain table: the same function, trained as a plain table from here on."""
+    if "flow_embedding.weight_v" in sd:
+        v, g = sd.pop("flow_embedding.weight_v"), sd.pop("flow_embedding.weight_g")
+        return (v * (np.reshape(g, (-1, 1)) / np.linalg.norm(v, axis=1, keepdims=True))).astype(v.dtype)
+    return sd.pop("flow_embedding.weight")
+
+
 def _stack(trees: list) -> Any:
     return jax.tree.map(lambda *a: np.stack(a), *trees)
 
@@ -195,7 +204,7 @@ def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
             params["estimator"] = _estimator(sd, "estimator.net.", cfg, 0, n_layers, True)
             params["proj_heads"] = _stack([_head(sd, f"flows.{k}.proj_log_s_t.") for k in range(k_flows)])
             if cfg.variant == "nanoflow":
-                params["flow_embedding"] = sd.pop("flow_embedding.weight")
+                params["flow_embedding"] = _embedding_table(sd)
                 if cfg.injects("multiplicative"):
                     params["flow_gates"] = np.stack([sd.pop(f"flows.{k}.multgate") for k in range(k_flows)])
     except KeyError as e:
@@ -233,7 +242,7 @@ def infer_official_fields(sd: Mapping) -> dict[str, Any]:
         variant, net = "waveflow", "flows.0.coupling.net."
     elif any(k.startswith("flow.coupling.") for k in sd):
         variant, net = "nanoflow_naive", "flow.coupling.net."
-    elif "flow_embedding.weight" in sd:
+    elif "flow_embedding.weight" in sd or "flow_embedding.weight_v" in sd:
         variant, net = "nanoflow", "estimator.net."
     else:
         variant, net = "nanoflow_decomp", "estimator.net."
@@ -253,8 +262,9 @@ def infer_official_fields(sd: Mapping) -> dict[str, Any]:
     )
     if cond is not None:
         out["cin_channels"] = int(np.shape(cond)[1])
-    if "flow_embedding.weight" in sd:
-        out["size_flow_embed"] = int(np.shape(sd["flow_embedding.weight"])[1])
+    table = sd.get("flow_embedding.weight", sd.get("flow_embedding.weight_v"))
+    if table is not None:
+        out["size_flow_embed"] = int(np.shape(table)[1])
     return out
 
 

@@ -15,16 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from nanoflow_jax.audio.io import AudioReadError, read_audio, resample
+from nanoflow_jax.audio.io import read_audio, resample
+from nanoflow_jax.errors import AudioReadError, DataError
+from nanoflow_jax.files import resolve_path
 
 DEMO_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
 SILENCE_PEAK = 1e-4  # below this peak a file holds no usable signal
 CLIP_LEVEL = 32766 / 32768
 CLIP_FRACTION = 1e-3  # more than this share of samples at full scale: clipped
-
-
-class DataError(ValueError):
-    """The dataset cannot be used as configured."""
 
 
 def _listed(path: str) -> list[str]:
@@ -41,12 +39,12 @@ def _listed(path: str) -> list[str]:
 
 def list_files(source: str, path: str) -> list[str]:
     """Sorted audio paths for `source` in ("folder", "filelist"); path "demo" is the bundled corpus."""
-    path = DEMO_CORPUS if path == "demo" else os.path.expanduser(path)
     if not path:
         raise DataError(
             "no dataset given: set --config.data.path (an LJSpeech folder, a folder of wavs, "
             "or a file list with data.source=filelist)"
         )
+    path = DEMO_CORPUS if path == "demo" else resolve_path(path)
     if source == "filelist":
         if not os.path.isfile(path):
             raise DataError(f"file list {path} does not exist")

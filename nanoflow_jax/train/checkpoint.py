@@ -17,12 +17,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from nanoflow_jax.files import resolve_path
+
 CHECKPOINTS = "checkpoints"
 
 
 def checkpoint_dir(path: str) -> str:
     """A workdir or its checkpoints folder -> the checkpoints folder."""
-    path = os.path.abspath(os.path.expanduser(path))
+    path = resolve_path(path)
     sub = os.path.join(path, CHECKPOINTS)
     return sub if os.path.isdir(sub) else path
 

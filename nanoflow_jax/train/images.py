@@ -17,9 +17,10 @@ from nanoflow_jax.data.images import ImageLoader, dequantize_np, load_image_spli
 from nanoflow_jax.models.glow import GlowConfig, ImageFlow
 from nanoflow_jax.params import count_params
 from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir
+from nanoflow_jax.train.figures import grid_figure, save_png
 from nanoflow_jax.train.loop import run_steps
 from nanoflow_jax.train.step import init_state, make_mesh, make_train_step, replicate
-from nanoflow_jax.train.summaries import Writer, save_png
+from nanoflow_jax.train.summaries import Writer
 
 
 def warmup_schedule(train: Any) -> optax.Schedule:
@@ -43,15 +44,6 @@ def make_image_optimizer(train: Any, schedule: optax.Schedule) -> optax.Gradient
         return {k: jax.tree.map(lambda _, k=k: "train" if k == "params" else "frozen", v) for k, v in variables.items()}
 
     return optax.multi_transform({"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, labels)
-
-
-def sample_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
-    """(n, H, W, C) uint8 -> one (rows*H, cols*W, C) image."""
-    n, h, w, c = images.shape
-    rows = -(-n // cols)
-    pad = np.zeros((rows * cols - n, h, w, c), np.uint8)
-    grid = np.concatenate([images, pad]).reshape(rows, cols, h, w, c)
-    return grid.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
 def evaluate_bpd(model: ImageFlow, variables: Any, test: np.ndarray, batch: int, seed: int = 0) -> float:
@@ -131,6 +123,6 @@ def _write_samples(model: ImageFlow, state, e, workdir: str, writer: Writer, ste
     sample = jax.jit(model.sample, static_argnums=2)  # one compilation for every temperature
     for temp in e.temperatures:
         imgs = np.asarray(sample(variables, jax.random.PRNGKey(step), e.num_samples, float(temp)))
-        grid = sample_grid(imgs)
+        grid = grid_figure(imgs, f"{model.config.variant} samples, temperature {temp}, step {step}")
         save_png(os.path.join(out, f"step_{step}_t{temp}.png"), grid)
         writer.image(step, f"samples/t{temp}", grid)

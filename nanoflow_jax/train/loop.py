@@ -19,12 +19,15 @@ from nanoflow_jax.audio.io import write_wav
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram, n_frames
 from nanoflow_jax.config import ModelConfig
 from nanoflow_jax.convert import check_params, params_from_state_dict, state_dict_from
-from nanoflow_jax.data import CropLoader, DataError, load_splits
+from nanoflow_jax.data import CropLoader, load_splits
+from nanoflow_jax.errors import DataError, TrainingError
+from nanoflow_jax.files import resolve_path
 from nanoflow_jax.models import DTYPES, HOP, AudioFlow
 from nanoflow_jax.params import init_params
 from nanoflow_jax.synth import synthesize
 from nanoflow_jax.train import evaluate
 from nanoflow_jax.train.checkpoint import Checkpointer, abstract_like, checkpoint_dir, load_checkpoint
+from nanoflow_jax.train.figures import mel_figure, save_png
 from nanoflow_jax.train.step import (
     global_batch,
     init_state,
@@ -34,11 +37,7 @@ from nanoflow_jax.train.step import (
     make_train_step,
     replicate,
 )
-from nanoflow_jax.train.summaries import Progress, Writer, mel_image, save_png
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. too many non-finite steps in a row)."""
+from nanoflow_jax.train.summaries import Progress, Writer
 
 
 def build_training_model(config: Any) -> AudioFlow:
@@ -89,6 +88,8 @@ def _synthesise_sample(model, params, mel_cfg, audio: np.ndarray, temperature: f
 
 def train(config: Any, workdir: str, warm_start: str | None = None, log=print) -> dict:
     """Train (or resume) `config` in `workdir`; returns the last logged and evaluated metrics."""
+    workdir = resolve_path(workdir)
+    warm_start = resolve_path(warm_start) if warm_start else None
     if config.model.get("kind") == "image":  # Glow / NanoFlow-Glow: same step and checkpoints, other data
         from nanoflow_jax.train.images import train_images  # imports this module
 
@@ -263,7 +264,9 @@ def _write_sample(model, state, mel_cfg, test_set, e, workdir, writer, step, mul
         say("synthesis gave non-finite samples; no sample written")
         return
     write_wav(os.path.join(out, f"step_{step}.wav"), y, test_set.sample_rate)
-    img = mel_image(mel_ref, mel_syn)
+    name = os.path.basename(test_set.names[0])
+    panels = {f"ground truth ({name})": mel_ref, f"synthesized, step {step}": mel_syn}
+    img = mel_figure(panels, mel_cfg.hop_length, mel_cfg.sample_rate)
     save_png(os.path.join(out, f"step_{step}_mel.png"), img)
     writer.audio(step, "sample/synthesized", y, test_set.sample_rate)
     writer.audio(step, "sample/reference", ref, test_set.sample_rate)

@@ -1,36 +1,10 @@
-"""TensorBoard (tensorboardX, no TensorFlow), mel images and the console progress line."""
+"""TensorBoard (tensorboardX, no TensorFlow) and the console progress line."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
-
-# anchor colours of a dark-to-bright map for spectrogram images
-_CMAP = np.array([[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]], np.float64)
-
-
-def mel_image(*mels: np.ndarray, zoom: int = 2) -> np.ndarray:
-    """(bands, frames) log-mels -> one HWC uint8 image, stacked vertically, low bands at the bottom."""
-    rows = []
-    for m in mels:
-        m = np.asarray(m, np.float64)
-        v = (m - m.min()) / max(m.max() - m.min(), 1e-9) * (len(_CMAP) - 1)
-        lo = np.floor(v).astype(int).clip(0, len(_CMAP) - 2)
-        rgb = _CMAP[lo] + (v - lo)[..., None] * (_CMAP[lo + 1] - _CMAP[lo])
-        rows.append(rgb[::-1])
-    width = max(r.shape[1] for r in rows)
-    img = np.concatenate([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows])
-    return np.repeat(np.repeat(img, zoom, 0), zoom, 1).astype(np.uint8)
-
-
-def save_png(path: str, img: np.ndarray) -> None:
-    from PIL import Image
-
-    tmp = path + ".tmp.png"
-    Image.fromarray(img).save(tmp)
-    os.replace(tmp, path)
 
 
 class Writer:

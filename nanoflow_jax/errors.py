@@ -1,0 +1,39 @@
+"""The package's error types. A leaf: imports nothing from the package, so every layer can raise them.
+
+Each is also a ValueError or RuntimeError, so callers' existing `except ValueError` clauses still hold.
+The command-line tools turn `USER_ERRORS` into one line on stderr and exit code 2, `TrainingError` into
+exit code 3.
+"""
+
+from __future__ import annotations
+
+
+class NanoflowError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(NanoflowError, ValueError):
+    """A config field holds a value the code cannot run with. The message names the field, the value and
+    what is allowed; fix the config file or the `--config.<section>.<field>=` override."""
+
+
+class DataError(NanoflowError, ValueError):
+    """The dataset cannot be used as configured (missing path, no usable audio, empty split). Check
+    `data.path` and `data.source`."""
+
+
+class AudioReadError(NanoflowError, ValueError):
+    """A file that is not readable audio; the data loaders skip such files and count them."""
+
+
+class ConversionError(NanoflowError, ValueError):
+    """An official checkpoint or config that does not match what the converter expects (a missing or
+    unexpected tensor, a shape, a field the weights contradict)."""
+
+
+class TrainingError(NanoflowError, RuntimeError):
+    """The run cannot go on (e.g. too many non-finite steps in a row); the last checkpoint is intact."""
+
+
+# mistakes in what a user gave (flags, configs, files): one line on stderr and exit code 2
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, KeyError)
