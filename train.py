@@ -10,6 +10,8 @@ Rerunning the same command resumes from the last checkpoint. Multi-host: start o
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from nanoflow_jax.cli import define_compilation_cache_flag
+
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and samples go.")
 flags.DEFINE_string(
@@ -20,6 +22,7 @@ flags.DEFINE_string(
 flags.DEFINE_string("coordinator", None, "host:port of process 0, for multi-host training.")
 flags.DEFINE_integer("num_processes", 1, "Number of processes (hosts) in a multi-host run.")
 flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
+define_compilation_cache_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -29,17 +32,20 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # orbax logs every checkpoint operation at INFO
         logging.set_verbosity(logging.WARNING)
-    from nanoflow_jax.cli import run_cli
+    from nanoflow_jax.cli import run_cli, use_compilation_cache
     from nanoflow_jax.train.distributed import initialize
+    from nanoflow_jax.train.run import task_from_config, train
 
     def run():
+        task_from_config(FLAGS.config)  # every config mistake is one line before anything starts
+        use_compilation_cache(FLAGS.compilation_cache)
         initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-        from nanoflow_jax.train import train
-
         train(FLAGS.config, FLAGS.workdir, warm_start=FLAGS.warm_start)
 
     run_cli(run, "train.py")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from nanoflow_jax.cli import flag_parser
+
+    app.run(main, flags_parser=flag_parser("train.py"))

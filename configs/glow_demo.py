@@ -12,18 +12,19 @@ from configs import glow_cifar10
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = glow_cifar10.get_config("nanoflow")
-    c.model.update(hidden=32, n_levels=2, n_steps=4, embed_dim=1)
-    c.data.source = "demo"
-    c.train.update(
-        batch_size=32,
-        num_steps=300,
-        warmup_steps=20,
-        learning_rate=2e-3,
-        init_batch_size=64,
-        log_every=20,
-        eval_every=100,
-        checkpoint_every=100,
+    return glow_cifar10.get_config(
+        "nanoflow",
+        model=dict(hidden=32, n_levels=2, n_steps=4, embed_dim=1),
+        data=dict(source="demo"),
+        train=dict(
+            batch_size=32,
+            num_steps=300,
+            warmup_steps=20,
+            learning_rate=2e-3,
+            init_batch_size=64,
+            log_every=20,
+            eval_every=100,
+            checkpoint_every=100,
+        ),
+        eval=dict(batch_size=64, num_images=128, num_samples=16),
     )
-    c.eval.update(batch_size=64, num_images=128, num_samples=16)
-    return c

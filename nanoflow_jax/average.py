@@ -15,9 +15,9 @@ import os
 import jax
 import numpy as np
 
+from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir
 from nanoflow_jax.cli import run_cli
 from nanoflow_jax.files import resolve_path
-from nanoflow_jax.train.checkpoint import Checkpointer, checkpoint_dir
 
 
 def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tuple[str, list[int]]:
@@ -46,7 +46,7 @@ def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tupl
     return out, steps
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.average", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--last", type=int, default=10)

@@ -27,3 +27,54 @@ def run_cli(fn: Callable[[], object], prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def flag_parser(prog: str) -> Callable[[list[str]], list[str]]:
+    """An absl `flags_parser` for `app.run`: a flag that does not parse (a wrong type, a config field that
+    does not exist) is one line on stderr and exit code 2, like every other user mistake."""
+
+    def parse(argv: list[str]) -> list[str]:
+        from absl import flags
+
+        try:
+            return flags.FLAGS(argv)
+        except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+            if os.environ.get("NANOFLOW_TRACEBACK"):
+                raise
+            msg = str(e).strip() or type(e).__name__
+            if isinstance(e, AttributeError | KeyError):  # ml_collections' answer to an unknown field
+                name = msg.strip("\"'")
+                flag = next((a.split("=")[0] for a in argv[1:] if f".{name}" in a.split("=")[0]), name)
+                msg = f"{flag}: no such config field"
+            print(f"{prog}: error: {msg.splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
+
+    return parse
+
+
+DEFAULT_COMPILATION_CACHE = "~/.cache/nanoflow_jax/xla"
+
+
+def define_compilation_cache_flag() -> None:
+    """The --compilation_cache flag of train.py and synth.py."""
+    from absl import flags
+
+    flags.DEFINE_string(
+        "compilation_cache",
+        DEFAULT_COMPILATION_CACHE,
+        "JAX's persistent compilation cache: compiled programs are reused across runs ('none': off).",
+    )
+
+
+def use_compilation_cache(path: str | None) -> None:
+    """JAX's persistent compilation cache in `path` (None, "" or "none": off): a program compiled once is
+    read back by every later run with the same shapes, versions and flags (restarts, evaluations)."""
+    if not path or path.lower() in ("none", "off"):
+        return
+    import jax
+
+    from nanoflow_jax.files import resolve_path
+
+    jax.config.update("jax_compilation_cache_dir", resolve_path(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

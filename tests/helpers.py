@@ -11,7 +11,7 @@ import nanoflow_jax as nf
 TINY = nf.ModelConfig(variant="nanoflow", n_flows=3, n_layers=2, channels=8, n_groups=4, cond_channels=5, embed_dim=4)
 
 # every architecture option we support, on tiny shapes
-VARIANTS = {
+TINY_MODELS = {
     "waveflow": dict(variant="waveflow"),
     "naive": dict(variant="nanoflow_naive"),
     "decomp": dict(variant="nanoflow_decomp"),
@@ -32,7 +32,7 @@ VARIANTS = {
 
 def tiny(name: str, coupling: str = "affine") -> nf.ModelConfig:
     extra = {"spline_bins": 4, "spline_tail_bound": 3.0} if coupling == "spline" else {}
-    return dataclasses.replace(TINY, coupling=coupling, **extra, **VARIANTS[name])
+    return dataclasses.replace(TINY, coupling=coupling, **extra, **TINY_MODELS[name])
 
 
 def perturb(params, rng, scale: float = 0.3):

@@ -118,3 +118,19 @@ def test_loader_is_deterministic_resumable_and_sharded():
     for h in hosts:
         h.close()
     assert not np.array_equal(h0, h1)
+
+
+def test_corpus_in_memory_is_int16_and_crops_match_decoding_on_demand():
+    """Held as int16 (the demo corpus is 16-bit PCM: exact), or decoded per crop by worker threads when
+    it exceeds data.max_memory_gb: the same batches either way."""
+    logs = []
+    memory, _ = load_splits(data_cfg("demo", max_memory_gb=8.0), log=logs.append)
+    disk, _ = load_splits(data_cfg("demo", max_memory_gb=0.0), log=logs.append)
+    assert memory.in_memory and memory.audio[0].dtype == np.int16 and not disk.in_memory
+    assert "decoded per crop" in logs[1] and "decoded per crop" not in logs[0]
+    a, b = CropLoader(memory, 4, 1000, seed=5), CropLoader(disk, 4, 1000, seed=5, workers=3)
+    for _ in range(3):
+        np.testing.assert_array_equal(next(a), next(b))
+    a.close()
+    b.close()
+    np.testing.assert_array_equal(memory.load(2), disk.load(2))

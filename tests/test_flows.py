@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import nanoflow_jax as nf
-from nanoflow_jax.flows import flip_rows, shift_down, spline, squeeze, unsqueeze
-from tests.helpers import VARIANTS, max_err, model_and_params, tiny
+from nanoflow_jax.flows import flip_rows, from_rows, shift_down, shift_rows, spline, to_rows
+from nanoflow_jax.models.conv import autodiff_convs
+from tests.helpers import TINY_MODELS, max_err, model_and_params, tiny
 
-CASES = [(v, "affine") for v in VARIANTS] + [
+CASES = [(v, "affine") for v in TINY_MODELS] + [
     (v, "spline") for v in ("waveflow", "naive", "nanoflow", "nanoflow_partial")
 ]
 
@@ -30,9 +31,9 @@ def test_inverse_of_forward(variant, coupling):
 def test_logdet_equals_slogdet_of_jacobian(variant, coupling):
     cfg = tiny(variant, coupling)
     model, params, audio, mel = model_and_params(cfg, batch=1, width=4)
-    forward_mode = nf.AudioFlow(cfg, fast_conv_grad=False)  # jacfwd needs forward-mode autodiff
-    f = lambda a: forward_mode.apply(params, a[None], mel)[0][0]
-    jac = jax.jacfwd(f)(audio[0])
+    f = lambda a: model.apply(params, a[None], mel)[0][0]
+    with autodiff_convs():  # jacfwd needs forward-mode autodiff
+        jac = jax.jacfwd(f)(audio[0])
     sign, expected = jnp.linalg.slogdet(jac)
     _, logdet = model.apply(params, audio, mel)
     assert float(sign) == 1.0  # every coupling is increasing
@@ -40,19 +41,30 @@ def test_logdet_equals_slogdet_of_jacobian(variant, coupling):
     assert abs(float(expected)) > 1e-2
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+class _Unrolled(nf.AudioFlow):
+    """The flows in a Python loop instead of `nn.scan` (a check of the scan; its program grows with K)."""
+
+    def _scan(self, step, carry, xs, reverse=False):
+        k = self.config.n_flows
+        ys = [None] * k
+        for i in reversed(range(k)) if reverse else range(k):
+            carry, ys[i] = step(self, carry, jax.tree.map(lambda a, i=i: a[i], xs))
+        return carry, (None if ys[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *ys))
+
+
+@pytest.mark.parametrize("variant", list(TINY_MODELS))
 def test_scan_equals_unrolled_loop(variant):
     cfg = tiny(variant)
     model, params, audio, mel = model_and_params(cfg)
     z, logdet = model.apply(params, audio, mel)
-    unrolled = nf.AudioFlow(cfg, unroll=True)
+    unrolled = _Unrolled(cfg)
     z2, logdet2 = unrolled.apply(params, audio, mel)
     assert max_err(z, z2) < 1e-5 and max_err(logdet, logdet2) < 1e-4
     x2 = unrolled.apply(params, z, mel, method="inverse")
     assert max_err(x2, audio) < 1e-5
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(TINY_MODELS))
 def test_inference_params_compute_the_same_function(variant):
     cfg = tiny(variant)
     model, params, audio, mel = model_and_params(cfg)
@@ -92,16 +104,19 @@ def test_per_flow_estimators_are_distinct_at_init():
 # -- pure flow algebra --------------------------------------------------------------------------
 def test_squeeze_layout_and_roundtrip():
     x = jnp.arange(2 * 12).reshape(2, 12).astype(jnp.float32)
-    x2d = squeeze(x, 4)
+    x2d = to_rows(x, 4)
     assert x2d.shape == (2, 4, 3)
     assert float(x2d[1, 2, 1]) == float(x[1, 1 * 4 + 2])  # x2d[b, i, j] = x[b, j*G + i]
-    np.testing.assert_array_equal(unsqueeze(x2d), x)
+    np.testing.assert_array_equal(from_rows(x2d), x)
     np.testing.assert_array_equal(flip_rows(flip_rows(x2d)), x2d)
     s = shift_down(x2d)
     np.testing.assert_array_equal(s[:, 0], 0)
     np.testing.assert_array_equal(s[:, 1:], x2d[:, :-1])
+    np.testing.assert_array_equal(shift_rows(x2d, 0), s)  # down the rows
+    up = jax.jit(shift_rows)(x2d, jnp.int32(1))  # up the rows: the mirror image
+    np.testing.assert_array_equal(up, flip_rows(shift_down(flip_rows(x2d))))
     with pytest.raises(ValueError, match="multiple of n_groups"):
-        squeeze(jnp.zeros((1, 10)), 4)
+        to_rows(jnp.zeros((1, 10)), 4)
 
 
 def test_spline_identity_inverse_and_derivative():

@@ -16,7 +16,9 @@ import pytest
 import nanoflow_jax as nf
 from nanoflow_jax.data.images import ImageLoader, load_cifar10
 from nanoflow_jax.flows import image as F
-from nanoflow_jax.models.glow import VARIANTS, GlowConfig, ImageFlow
+from nanoflow_jax.models import GlowConfig, ImageFlow
+from nanoflow_jax.models.conv import autodiff_convs
+from nanoflow_jax.models.image_config import IMAGE_VARIANTS
 
 SIZE = 8
 
@@ -27,9 +29,9 @@ def tiny(variant, **kw):
 
 @functools.cache
 def _model(variant, lu=True):
-    model = ImageFlow(tiny(variant, lu=lu), fast_conv_grad=False)  # forward-mode autodiff for jacfwd
+    model = ImageFlow(tiny(variant, lu=lu))
     images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(1), images)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(1), _x(images, seed=1))
 
     # the zero-initialised projections and priors would make the couplings identities: perturb them
     def perturb(path, a):
@@ -57,29 +59,30 @@ def _x(images, seed=2):
     return F.dequantize(images, jax.random.PRNGKey(seed))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(IMAGE_VARIANTS))
 def test_inverse_of_forward(variant):
     """(The plain, non-LU 1x1 conv is checked as a step type below.)"""
     model, v, images = _model(variant)
     x = _x(images)
-    zs, _, _ = jax.jit(model.transform)(v, x)
+    zs, _, _ = jax.jit(model.apply)(v, x)
     # not the identity: the latents differ from x merely squeezed and split the same way
     moved = [float(jnp.max(jnp.abs(z - r))) for z, r in zip(zs, _rearranged(x, model.config.n_levels), strict=True)]
     assert min(moved) > 1e-2, moved
-    np.testing.assert_allclose(jax.jit(model.inverse)(v, zs), x, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(jax.jit(lambda v, zs: model.apply(v, zs, method="inverse"))(v, zs), x, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(IMAGE_VARIANTS))
 def test_logdet_equals_slogdet_of_jacobian(variant):
     model, v, images = _model(variant)
     x = _x(images[:1])
 
     def flat(x_flat):
-        zs, _, _ = model.transform(v, x_flat.reshape(x.shape))
+        zs, _, _ = model.apply(v, x_flat.reshape(x.shape))
         return jnp.concatenate([z.reshape(-1) for z in zs])
 
-    jac = jax.jacfwd(flat)(x.reshape(-1))
-    _, logdet, _ = model.transform(v, x)
+    with autodiff_convs():  # jacfwd needs forward-mode autodiff
+        jac = jax.jacfwd(flat)(x.reshape(-1))
+    _, logdet, _ = model.apply(v, x)
     np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-3)
 
 
@@ -132,8 +135,8 @@ def test_actnorm_init_normalises_its_batch():
     NanoFlow: its steps' inputs depend on the shared estimator's own data-initialised ActNorms)."""
     model = ImageFlow(tiny("nanoflow"))
     images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
-    v = model.init(jax.random.PRNGKey(1), images)
-    x = F.dequantize(images, jax.random.fold_in(jax.random.PRNGKey(1), 1))  # the noise init used
+    x = _x(images)
+    v = model.init(jax.random.PRNGKey(1), x)
     z = F.squeeze2x2(x)
     steps, fixed = v["params"]["level_0"]["steps"], v["buffers"]["level_0"]
     shared = v["params"]["level_0"].get("shared")
@@ -163,24 +166,25 @@ def test_parameter_counts_match_official(name):
     from configs import glow_cifar10
 
     model = nf.build_model(glow_cifar10.get_config(name).model)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.uint8))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
     # trainable params only (the LU factors' permutation and signs are buffers, as officially)
     assert nf.count_params(shapes["params"]) == OFFICIAL_COUNTS[name]
 
 
 def test_fast_conv_gradient_equals_autodiff():
     model, v, images = _model("nanoflow")
-    fast = ImageFlow(model.config)
     x = _x(images)
-    loss = lambda m: jax.grad(lambda p: jnp.mean(m.bits_per_dim(p, x)))(v)  # noqa: E731
-    for a, b in zip(jax.tree.leaves(loss(fast)), jax.tree.leaves(loss(model)), strict=True):
+    grad = jax.grad(lambda p: jnp.mean(model.apply(p, x, method="bits_per_dim")))
+    with autodiff_convs():
+        want = grad(v)
+    for a, b in zip(jax.tree.leaves(grad(v)), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_bad_images_error():
     model = ImageFlow(tiny("glow"))
     with pytest.raises(ValueError, match=r"images must be \(batch, 8, 8, 3\)"):
-        model.init(jax.random.PRNGKey(0), jnp.zeros((2, 16, 16, 3), jnp.uint8))
+        model.init(jax.random.PRNGKey(0), jnp.zeros((2, 16, 16, 3), jnp.float32))
 
 
 def _fake_cifar(folder):
@@ -239,3 +243,32 @@ def test_demo_config_trains_and_bpd_falls(tmp_path):
     assert len(bpd) == 2 and bpd[1] < bpd[0], r.stdout
     for t in ("0.7", "1.0"):
         assert (tmp_path / "samples" / f"step_30_t{t}.png").exists()
+
+
+@pytest.mark.slow
+def test_image_training_accumulates_and_warm_starts(tmp_path):
+    """The generic trainer gives images what audio has: gradient accumulation, and a warm start from a
+    checkpoint folder (here the first run's)."""
+    from configs import glow_demo
+    from nanoflow_jax.train import trainer
+    from nanoflow_jax.train.run import task_from_config
+
+    config = glow_demo.get_config()
+    config.model.update(hidden=4, n_levels=2, n_steps=1)
+    config.train.update(batch_size=16, grad_accum_steps=2, num_steps=2, init_batch_size=16, log_every=1)
+    config.train.update(eval_every=100, checkpoint_every=2)
+    config.eval.update(batch_size=16, num_images=16, num_samples=2)
+    logs = []
+    results = trainer.run(task_from_config(config), str(tmp_path / "a"), log=logs.append)
+    assert results["step"] == 2 and np.isfinite(results["bpd"]), logs
+    _, _, trained = nf.load_checkpoint(str(tmp_path / "a"))
+    task = task_from_config(config)
+    task.load_data(lambda *_: None)
+    fresh = task.init_variables(jax.random.PRNGKey(7))
+    warm = trainer.warm_start_params(task, str(tmp_path / "a"), fresh)
+    for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(trained), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    pairs = zip(jax.tree.leaves(warm), jax.tree.leaves(fresh), strict=True)
+    assert any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in pairs)
+    with pytest.raises(ValueError, match="warm start .*expected a workdir or checkpoint folder"):
+        trainer.warm_start_params(task, str(tmp_path / "nope.pt"), fresh)

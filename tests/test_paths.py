@@ -8,11 +8,11 @@ import pytest
 
 import nanoflow_jax as nf
 from nanoflow_jax.average import average_checkpoints
-from nanoflow_jax.convert import convert_official
+from nanoflow_jax.convert.write import convert_official
 from nanoflow_jax.data import load_splits
-from nanoflow_jax.export import main as export_main
+from nanoflow_jax.export.__main__ import main as export_main
 from nanoflow_jax.files import resolve_path
-from nanoflow_jax.synth.cli import SynthArgs, run
+from nanoflow_jax.synth.command import SynthArgs, run
 from tests.conftest import DATA
 from tests.test_data import data_cfg, make_folder
 
@@ -35,7 +35,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_checkpoint_synthesis_export_and_average_with_relative_paths(in_tmp, capsys):
-    assert convert_official(PT, CONFIG, "converted") == "converted"
+    assert convert_official(PT, CONFIG, "converted") == str(in_tmp / "converted")
     assert os.path.isdir(in_tmp / "converted")
     config, model, params = nf.load_checkpoint("converted")
     assert model.config.n_flows == 4

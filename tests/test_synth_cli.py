@@ -14,10 +14,11 @@ import pytest
 import nanoflow_jax as nf
 from nanoflow_jax.audio.io import read_audio, write_wav
 from nanoflow_jax.cli import run_cli
-from nanoflow_jax.convert import convert_official
+from nanoflow_jax.convert.write import convert_official
 from nanoflow_jax.export import export_synthesis
-from nanoflow_jax.synth.cli import SynthArgs, load_mel, run
+from nanoflow_jax.synth.command import SynthArgs, run
 from nanoflow_jax.synth.denoise import Denoiser
+from nanoflow_jax.synth.loading import load_mel
 from tests.conftest import DATA
 from tests.test_golden import flat
 
@@ -152,11 +153,8 @@ def test_cli_official_checkpoint_and_errors(golden, tmp_path, capsys):
         more[(str(tmp_path / name), "--official", CONFIG)] = message
     for (mel_path, kind, where), message in more.items():
         out = tmp_path / "x.wav"
-        args = SynthArgs(mel=mel_path, out=str(out))
-        if kind == "--checkpoint":
-            args.checkpoint = where
-        else:
-            args.official, args.config = PT, where
+        model = dict(checkpoint=where) if kind == "--checkpoint" else dict(official=PT, config=where)
+        args = SynthArgs(mel=mel_path, out=str(out), **model)
         with pytest.raises(SystemExit) as exit_info:
             run_cli(lambda args=args: run(args), "synth.py")
         assert exit_info.value.code == 2

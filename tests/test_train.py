@@ -11,21 +11,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import nanoflow_jax as nf
 from nanoflow_jax.audio.mel import MelConfig
-from nanoflow_jax.models.layers import causal_conv2d
-from nanoflow_jax.train.evaluate import audio_nll
-from nanoflow_jax.train.step import (
-    global_batch,
-    init_state,
-    learning_rate_schedule,
-    make_mesh,
-    make_optimizer,
-    make_train_step,
-    replicate,
-)
+from nanoflow_jax.models.conv import causal_conv2d
+from nanoflow_jax.models.precision import POLICIES
+from nanoflow_jax.train.audio_eval import audio_nll
+from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = [
@@ -66,9 +60,10 @@ def test_causal_conv_gradient_matches_autodiff():
             rhs_dilation=dil,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        np.testing.assert_allclose(causal_conv2d(x, w, dil), ref(x, w), atol=1e-5)
+        f32 = POLICIES["float32"]
+        np.testing.assert_allclose(causal_conv2d(x, w, dil, f32), ref(x, w), atol=1e-5)
         want = jax.grad(lambda x, w, ref=ref: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
-        got = jax.grad(lambda x, w, dil=dil: jnp.sum(causal_conv2d(x, w, dil) * g), (0, 1))(x, w)
+        got = jax.grad(lambda x, w, dil=dil, f32=f32: jnp.sum(causal_conv2d(x, w, dil, f32) * g), (0, 1))(x, w)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
@@ -78,8 +73,8 @@ def small_setup():
     model = nf.build_model(cfg)
     loss_fn = audio_nll(model, MelConfig())
 
-    train_cfg = type("T", (), dict(learning_rate=1e-3, lr_decay_every=100, lr_decay_factor=0.5, grad_clip_norm=5.0))
-    tx, schedule = make_optimizer(train_cfg), learning_rate_schedule(train_cfg)
+    schedule = optax.exponential_decay(1e-3, 100, 0.5, staircase=True)
+    tx = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(schedule))
     audio = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (8, 1024))
     params = model.init(jax.random.PRNGKey(0), audio, nf.mel_spectrogram(audio))
     return loss_fn, tx, schedule, audio, params
@@ -139,7 +134,9 @@ def test_cli_bad_dataset_path_is_one_clear_line(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not re.match(r"^[IWE]\d{4}", ln)]
     assert lines == ["train.py: error: dataset folder /nonexistent/LJSpeech does not exist"], r.stderr
     r = run_train(tmp_path / "w", "--config.model.n_groups=12", timeout=120)
-    assert r.returncode == 2 and "segment_length 2048 must be a multiple of model.n_groups 12" in r.stderr
+    assert (
+        r.returncode == 2 and "data.segment_length = 2048 is not allowed: a multiple of model.n_groups = 12" in r.stderr
+    )
 
 
 def final_params(workdir):
@@ -240,19 +237,26 @@ def test_remat_and_bf16_keep_the_function():
     assert abs(float(l3 - l1)) < 0.05 * abs(float(l1)) + 0.01
 
 
+def _audio_task(model_config):
+    from nanoflow_jax.train.run import task_from_config
+
+    return task_from_config({"model": model_config.to_dict()})
+
+
 def test_warm_start_from_official_pt():
-    from nanoflow_jax.train.loop import _warm_start_params
+    from nanoflow_jax.train.trainer import warm_start_params
     from tests.conftest import DATA
 
     pt = os.path.join(DATA, "nanoflow_small_official_ckpt.pt")
     model, official = nf.load_official(pt, os.path.join(DATA, "nanoflow_small_config.json"))
-    fresh = nf.init_params(model, jax.random.PRNGKey(0))
-    warm = _warm_start_params(pt, model, fresh)
+    task = _audio_task(model.config)
+    fresh = task.init_variables(jax.random.PRNGKey(0))
+    warm = warm_start_params(task, pt, fresh)
     for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(official), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    wrong = nf.AudioFlow(dataclasses.replace(model.config, channels=16))
+    wrong = _audio_task(dataclasses.replace(model.config, channels=16))
     with pytest.raises(ValueError, match="warm start .*shape"):
-        _warm_start_params(pt, wrong, nf.init_params(wrong, jax.random.PRNGKey(0)))
+        warm_start_params(wrong, pt, wrong.init_variables(jax.random.PRNGKey(0)))
 
 
 @pytest.mark.slow
@@ -272,3 +276,34 @@ def test_run_of_non_finite_steps_stops_with_checkpoint_intact(tmp_path):
     assert steps and steps[-1] < 50
     _, _, params = nf.load_checkpoint(str(tmp_path / "w"))
     assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(params))
+
+
+def test_whole_utterance_eval_is_bucketed_and_unchanged():
+    """Padded to power-of-two buckets, batched and masked: the same per-utterance NLL as each utterance
+    alone (the paper's protocol), with one compilation per bucket instead of one per length."""
+    from nanoflow_jax.data import load_splits
+    from nanoflow_jax.train import audio_eval
+    from tests.helpers import perturb
+    from tests.test_data import data_cfg
+
+    _, test_set = load_splits(data_cfg("demo", test_fraction=0.25), log=lambda *_: None)
+    cfg = nf.ModelConfig(n_flows=3, n_layers=3, channels=8, n_groups=8, embed_dim=8)
+    model = nf.build_model(cfg)
+    params = perturb(nf.init_params(model, jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+    mel_cfg = MelConfig()
+    alone = jax.jit(audio_nll(model, mel_cfg))
+    per_utterance = []
+    for i in range(len(test_set)):
+        x = test_set.load(i)
+        per_utterance.append(float(alone(params, jnp.asarray(x[None, : len(x) // 256 * 256]))))
+    fn = jax.jit(audio_eval.utterance_nll(model, mel_cfg))
+    mean, n_shapes = audio_eval.nll_on_utterances(fn, params, test_set, None, 256, 4 * 8192)
+    lengths = {len(test_set.load(i)) // 256 for i in range(len(test_set))}
+    assert len(lengths) == len(test_set) == 10 and n_shapes <= 3, (lengths, n_shapes)
+    np.testing.assert_allclose(mean, np.mean(per_utterance), rtol=1e-5)
+    # and each utterance's own value: padding to another bucket changes nothing
+    one = np.asarray(test_set.load(3)[: len(test_set.load(3)) // 256 * 256])
+    padded = np.zeros((2, 4 * len(one)), np.float32)
+    padded[0, : len(one)] = one
+    got = fn(params, jnp.asarray(padded), jnp.asarray([len(one), 0]))
+    np.testing.assert_allclose(float(got[0]), per_utterance[3], rtol=1e-5)

@@ -13,38 +13,48 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from nanoflow_jax.schema import Float, Int, Section, field
+
 Array = jnp.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
-class MelConfig:
-    sample_rate: int = 22050
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 80
-    fmin: float = 0.0
-    fmax: float = 8000.0
-    clamp: float = 1e-5
+class MelConfig(Section):
+    """The mel front-end's fields of a config's `data` section (the LJSpeech / Tacotron2 defaults)."""
+
+    SECTION = "data"
+
+    sample_rate: int = field(22050, Int(min=1), "sample rate of the audio in Hz")
+    n_fft: int = field(1024, Int(min=2), "FFT size of the STFT")
+    hop_length: int = field(256, Int(min=1), "samples between STFT frames")
+    win_length: int = field(1024, Int(min=1), "Hann window length (at most n_fft)")
+    n_mels: int = field(80, Int(min=1), "mel bands")
+    fmin: float = field(0.0, Float(min=0.0), "lowest mel filter edge in Hz")
+    fmax: float = field(
+        8000.0, Float(min=0.0, min_open=True), "highest mel filter edge in Hz (at most sample_rate / 2)"
+    )
+    clamp: float = field(1e-5, Float(min=0.0, min_open=True), "floor of the magnitude before the log")
+
+    def check_fields(self) -> None:
+        if self.win_length > self.n_fft:
+            self.fail("win_length", f"is not allowed: at most data.n_fft = {self.n_fft}")
+        if self.fmin >= self.fmax:
+            self.fail("fmin", f"is not allowed: below data.fmax = {self.fmax:g}")
+        if self.fmax > self.sample_rate / 2:
+            self.fail("fmax", f"is not allowed: at most half of data.sample_rate = {self.sample_rate}")
 
     @classmethod
-    def from_any(cls, cfg: Any = None, **overrides) -> MelConfig:
+    def from_any(cls, cfg: Any = None, source: str = "config", **overrides) -> MelConfig:
         """From None, a MelConfig, or any mapping / ConfigDict holding (some of) these fields, e.g. a
-        config's `data` section; other keys are ignored."""
-        if isinstance(cfg, cls):
-            base = dataclasses.asdict(cfg)
-        else:
-            if hasattr(cfg, "to_dict"):
-                cfg = cfg.to_dict()
-            names = {f.name for f in dataclasses.fields(cls)}
-            base = {k: v for k, v in (cfg or {}).items() if k in names}
-        base.update(overrides)
-        out = cls(**base)
-        if out.win_length > out.n_fft:
-            raise ValueError(f"win_length {out.win_length} exceeds n_fft {out.n_fft}")
-        if not 0 <= out.fmin < out.fmax <= out.sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got {out.fmin}, {out.fmax}, {out.sample_rate}")
-        return out
+        config's `data` section; other keys are ignored (a subclass, a full section, refuses them)."""
+        if cls is not MelConfig:
+            return super().from_any(cfg, source, **overrides)
+        if isinstance(cfg, cls) and not overrides:
+            return cfg
+        if hasattr(cfg, "to_dict"):
+            cfg = cfg.to_dict()
+        names = {f.name for f in dataclasses.fields(MelConfig)}
+        return super().from_any({k: v for k, v in dict(cfg or {}).items() if k in names}, source, **overrides)
 
 
 def _hz_to_mel(f):
@@ -87,28 +97,39 @@ def n_frames(n_samples: int, hop_length: int = 256) -> int:
     return n_samples // hop_length + 1
 
 
-def magnitude(audio: Array, cfg: MelConfig) -> Array:
-    """(B, T) -> (B, n_fft // 2 + 1, F) STFT magnitude."""
+def magnitude(audio: Array, cfg: MelConfig, lengths: Array | None = None) -> Array:
+    """(B, T) -> (B, n_fft // 2 + 1, F) STFT magnitude. With `lengths` (B,), each item is its first
+    lengths[b] samples, reflected at its own end (frames past n_frames(lengths[b]) are not meaningful):
+    padded items of one shape give the magnitudes each would give alone."""
     pad = cfg.n_fft // 2
     if audio.shape[-1] <= pad:
         raise ValueError(f"audio of {audio.shape[-1]} samples is too short: need more than {pad} (n_fft / 2)")
-    x = jnp.pad(audio.astype(jnp.float32), ((0, 0), (pad, pad)), mode="reflect")
     frames = n_frames(audio.shape[-1], cfg.hop_length)
-    idx = np.arange(frames)[:, None] * cfg.hop_length + np.arange(cfg.n_fft)[None, :]
-    spec = jnp.fft.rfft(x[:, idx] * hann_window(cfg), axis=-1)
+    pos = np.arange(frames)[:, None] * cfg.hop_length + np.arange(cfg.n_fft)[None, :] - pad  # (F, n_fft)
+    x = audio.astype(jnp.float32)
+    if lengths is None:
+        x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
+        windows = x[:, pos + pad]
+    else:  # reflect at each item's own end: index arithmetic, one gather
+        end = jnp.asarray(lengths)[:, None, None] - 1
+        idx = jnp.abs(pos)[None]
+        idx = jnp.clip(jnp.where(idx > end, 2 * end - idx, idx), 0, audio.shape[-1] - 1)
+        windows = jnp.take_along_axis(x[:, None, :], idx.reshape(len(x), 1, -1), axis=2).reshape(idx.shape)
+    spec = jnp.fft.rfft(windows * hann_window(cfg), axis=-1)
     return jnp.swapaxes(jnp.abs(spec), 1, 2)
 
 
-def mel_spectrogram(audio: Array, cfg: Any = None, **overrides) -> Array:
+def mel_spectrogram(audio: Array, cfg: Any = None, lengths: Array | None = None, **overrides) -> Array:
     """(B, T) float audio in [-1, 1] -> (B, n_mels, T // hop + 1) natural-log mel.
 
     `cfg` is a MelConfig, a mapping with its fields (e.g. a config's `data` section) or None for the
-    LJSpeech defaults; keyword arguments override single fields (`sample_rate=24000`, `fmax=12000.`)."""
+    LJSpeech defaults; keyword arguments override single fields (`sample_rate=24000`, `fmax=12000.`).
+    `lengths` (B,): items shorter than T, padded (see `magnitude`)."""
     cfg = MelConfig.from_any(cfg, **overrides)
     audio = jnp.asarray(audio)
     if audio.ndim == 1:
         raise ValueError(f"audio must be (batch, samples), got shape {audio.shape}; add a batch axis")
     if audio.ndim != 2:
         raise ValueError(f"audio must be (batch, samples), got shape {audio.shape}")
-    mel = jnp.einsum("mf,bft->bmt", mel_basis(cfg), magnitude(audio, cfg), precision="highest")
+    mel = jnp.einsum("mf,bft->bmt", mel_basis(cfg), magnitude(audio, cfg, lengths), precision="highest")
     return jnp.log(jnp.maximum(mel, cfg.clamp))

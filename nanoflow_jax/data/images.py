@@ -5,6 +5,7 @@ same data)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import tarfile
@@ -12,12 +13,26 @@ from typing import Any
 
 import numpy as np
 
-from nanoflow_jax.data.sources import DataError
+from nanoflow_jax.errors import DataError
+from nanoflow_jax.files import resolve_path
 from nanoflow_jax.flows.image import bin_floor
+from nanoflow_jax.schema import Choice, Section, Text, field
 
 DEMO_IMAGES = os.path.join(os.path.dirname(__file__), "demo_images", "images.npz")
 DEMO_TEST = 128
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataConfig(Section):
+    """The `data` section of an image run."""
+
+    SECTION = "data"
+
+    source: str = field(
+        "cifar10", Choice(("cifar10", "tfds", "demo")), "cifar10 (python-version archive or folder), tfds, or demo"
+    )
+    path: str = field("", Text(), "cifar-10-python.tar.gz or its extracted folder (cifar10); TFDS data_dir")
 
 
 def _cifar_arrays(batches: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +93,7 @@ def load_image_splits(data: Any, log=print) -> tuple[np.ndarray, np.ndarray]:
     elif source == "cifar10":
         if not data.path:
             raise DataError("data.path must point at cifar-10-python.tar.gz or its extracted folder")
-        train, test = load_cifar10(os.path.expanduser(data.path))
+        train, test = load_cifar10(resolve_path(data.path))
     elif source == "tfds":
         train, test = _load_tfds(data.path)
     else:

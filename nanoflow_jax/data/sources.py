@@ -8,14 +8,15 @@ silent or clipped files are left out and counted in one summary line, so nothing
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from nanoflow_jax.audio.io import read_audio, resample
+from nanoflow_jax.data.corpus import AudioSet, to_int16
 from nanoflow_jax.errors import AudioReadError, DataError
 from nanoflow_jax.files import resolve_path
 
@@ -71,45 +72,39 @@ def list_files(source: str, path: str) -> list[str]:
     return sorted(files, key=os.path.basename)
 
 
-@dataclasses.dataclass
-class AudioSet:
-    """Decoded, checked utterances at one sample rate (float32 in memory, or reloaded when too big)."""
+class _Budget:
+    """Bytes left for the in-memory corpus, shared by the decoding threads."""
 
-    names: list[str]
-    sample_rate: int
-    audio: list[np.ndarray] | None  # None: decode on demand
-    lengths: list[int]
+    def __init__(self, nbytes: int):
+        self.left, self._lock = nbytes, threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def load(self, i: int) -> np.ndarray:
-        if self.audio is not None:
-            return self.audio[i]
-        x, sr = read_audio(self.names[i])
-        return resample(x, sr, self.sample_rate)
+    def take(self, nbytes: int) -> bool:
+        with self._lock:
+            self.left -= nbytes
+            return self.left >= 0
 
 
-def _check(path: str, sample_rate: int):
+def _check(path: str, sample_rate: int, budget: _Budget):
+    """-> (status, int16 samples or None once the memory budget is spent, length, resampled)."""
     try:
         x, sr = read_audio(path)
     except AudioReadError:
-        return "unreadable", None, False
+        return "unreadable", None, 0, False
     if x.size == 0:
-        return "empty", None, False
+        return "empty", None, 0, False
     peak = float(np.max(np.abs(x)))
     if peak < SILENCE_PEAK:
-        return "silent", None, False
+        return "silent", None, 0, False
     if np.mean(np.abs(x) >= CLIP_LEVEL) > CLIP_FRACTION:
-        return "clipped", None, False
-    return "ok", resample(x, sr, sample_rate), sr != sample_rate
+        return "clipped", None, 0, False
+    x = to_int16(resample(x, sr, sample_rate))
+    return "ok", (x if budget.take(x.nbytes) else None), len(x), sr != sample_rate
 
 
-def load_splits(
-    data: Any, log=print, process_index: int = 0, process_count: int = 1, keep_in_memory_mb: float = 2048
-) -> tuple[AudioSet, AudioSet]:
+def load_splits(data: Any, log=print, process_index: int = 0, process_count: int = 1) -> tuple[AudioSet, AudioSet]:
     """(train shard of this host, test) from a config's `data` section (source, path, sample_rate,
-    test_fraction)."""
+    test_fraction, max_memory_gb). Every file is decoded once to check it; the corpus stays in memory as
+    int16 when it fits in max_memory_gb, else it is decoded again per crop."""
     if data.source == "tfds":
         from nanoflow_jax.data.tfds import load_tfds_splits
 
@@ -118,12 +113,14 @@ def load_splits(
     n_test = int(len(files) * data.test_fraction)
     test_files, train_files = files[:n_test], files[n_test:][process_index::process_count]
     mine = test_files + train_files
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda p: _check(p, data.sample_rate), mine))
+    max_gb = getattr(data, "max_memory_gb", 8.0)
+    budget = _Budget(int(max_gb * 2**30))
+    with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 1))) as pool:
+        results = list(pool.map(lambda p: _check(p, data.sample_rate, budget), mine))
     counts: dict[str, int] = {}
-    for status, _, _ in results:
+    for status, *_ in results:
         counts[status] = counts.get(status, 0) + 1
-    n_resampled = sum(r for s, _, r in results if s == "ok")
+    n_resampled = sum(r for s, _, _, r in results if s == "ok")
     skipped = {k: v for k, v in counts.items() if k != "ok"}
     who = f" (host {process_index} of {process_count})" if process_count > 1 else ""
     msg = f"data{who}: {counts.get('ok', 0)} of {len(mine)} files usable"
@@ -131,19 +128,20 @@ def load_splits(
         msg += ", skipped " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items()))
     if n_resampled:
         msg += f"; {n_resampled} resampled to {data.sample_rate} Hz"
+    in_memory = budget.left >= 0
+    if not in_memory:
+        msg += f"; more than data.max_memory_gb={max_gb:g}: decoded per crop"
     log(msg)
-    good = [(f, x) for f, (s, x, _) in zip(mine, results, strict=True) if s == "ok"]
+    good = [(f, x, n) for f, (s, x, n, _) in zip(mine, results, strict=True) if s == "ok"]
     if not good:
         raise DataError(f"no usable audio in {data.path}")
-    total_mb = sum(x.nbytes for _, x in good) / 2**20
-    in_memory = total_mb <= keep_in_memory_mb
 
     def make(items):
         return AudioSet(
-            [f for f, _ in items],
+            [f for f, _, _ in items],
             data.sample_rate,
-            [x for _, x in items] if in_memory else None,
-            [len(x) for _, x in items],
+            [x for _, x, _ in items] if in_memory else None,
+            [n for _, _, n in items],
         )
 
     test_set = set(test_files)

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from nanoflow_jax.audio.io import resample
-from nanoflow_jax.data.sources import AudioSet, DataError
+from nanoflow_jax.data.corpus import AudioSet
+from nanoflow_jax.errors import DataError
 
 
 def load_tfds_splits(data: Any, log=print) -> tuple[AudioSet, AudioSet]:

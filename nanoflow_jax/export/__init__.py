@@ -12,16 +12,15 @@ audio (B, 256 * (F - 3)). Load and run it with:
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from nanoflow_jax.files import atomic_write
-from nanoflow_jax.models import AudioFlow
-from nanoflow_jax.params import inference_params
-from nanoflow_jax.synth.fast import DTYPES, min_frames, output_length, synthesis_fn
+from nanoflow_jax.files import atomic_write, resolve_path
+from nanoflow_jax.models import POLICIES, AudioFlow
+from nanoflow_jax.models.audio_params import inference_params
+from nanoflow_jax.synth.fast import min_frames, output_length, synthesis_fn
 
 
 def export_synthesis(
@@ -34,8 +33,8 @@ def export_synthesis(
 ) -> jax.export.Exported:
     """The synthesis of `batch` mels of `frames` frames as a `jax.export.Exported` (weights included)."""
     cfg = model.config
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in POLICIES:
+        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
     if frames < min_frames(cfg.n_groups) or batch < 1:
         raise ValueError(f"need frames >= {min_frames(cfg.n_groups)} and batch >= 1, got {frames} and {batch}")
     ip = inference_params(model, params)
@@ -48,32 +47,4 @@ def export_synthesis(
 
 def save(exported: jax.export.Exported, path: str) -> None:
     """Write the serialised artifact atomically."""
-    atomic_write(path, lambda f: f.write(exported.serialize()))
-
-
-def main(argv=None) -> None:
-    from nanoflow_jax.cli import run_cli
-    from nanoflow_jax.synth.cli import SynthArgs, load_model
-
-    ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", help="workdir or checkpoint folder")
-    ap.add_argument("--official", help="official .pt checkpoint (with --config)")
-    ap.add_argument("--config", help="official JSON config")
-    ap.add_argument("--frames", type=int, required=True, help="mel frames per item")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    ap.add_argument("--platforms", default=None, help="comma-separated, e.g. cpu,cuda (default: this machine's)")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-
-    def run():
-        model, params, _ = load_model(SynthArgs(checkpoint=args.checkpoint, official=args.official, config=args.config))
-        platforms = tuple(args.platforms.split(",")) if args.platforms else None
-        exported = export_synthesis(model, params, args.frames, args.batch, args.dtype, platforms)
-        save(exported, args.out)
-        print(
-            f"wrote {args.out}: (mel {exported.in_avals[0].shape}, z {exported.in_avals[1].shape}) -> "
-            f"audio {exported.out_avals[0].shape}, platforms {exported.platforms}"
-        )
-
-    run_cli(run, "export")
+    atomic_write(resolve_path(path), lambda f: f.write(exported.serialize()))

@@ -1,6 +1,19 @@
-"""Pure-function flow algebra (no Flax): layout changes and element-wise couplings."""
+"""Pure-function flow algebra (no Flax): the audio row layout, element-wise couplings, the image flow's
+steps, and likelihoods."""
 
 from nanoflow_jax.flows.coupling import AFFINE, Coupling, make_coupling
-from nanoflow_jax.flows.layout import flip_rows, shift_down, squeeze, unsqueeze
+from nanoflow_jax.flows.likelihood import bits_per_dim, nll
+from nanoflow_jax.flows.rows import flip_rows, from_rows, shift_down, shift_rows, to_rows
 
-__all__ = ["AFFINE", "Coupling", "make_coupling", "flip_rows", "shift_down", "squeeze", "unsqueeze"]
+__all__ = [
+    "AFFINE",
+    "Coupling",
+    "bits_per_dim",
+    "flip_rows",
+    "from_rows",
+    "make_coupling",
+    "nll",
+    "shift_down",
+    "shift_rows",
+    "to_rows",
+]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 Array = jnp.ndarray
 LOG_2PI = math.log(2 * math.pi)
+HIGHEST = jax.lax.Precision.HIGHEST  # the 1x1 convolutions are small: true float32 on every backend
 
 
 def squeeze2x2(x: Array) -> Array:
@@ -71,7 +72,7 @@ def lu_weight(p: dict, fixed: dict) -> Array:
     c = p["log_s"].shape[-1]
     lower = jnp.tril(p["lower"], -1) + jnp.eye(c)
     upper = jnp.triu(p["upper"], 1) + jnp.diag(fixed["sign_s"] * jnp.exp(p["log_s"]))
-    return fixed["perm"] @ lower @ upper
+    return jnp.matmul(jnp.matmul(fixed["perm"], lower, precision=HIGHEST), upper, precision=HIGHEST)
 
 
 def invconv_weight(p: dict, fixed: dict | None) -> tuple[Array, Array]:
@@ -82,11 +83,11 @@ def invconv_weight(p: dict, fixed: dict | None) -> tuple[Array, Array]:
 
 
 def invconv_forward(x: Array, w: Array, logdet_w: Array) -> tuple[Array, Array]:
-    return x @ w.T, jnp.full((x.shape[0],), _pixels(x) * logdet_w)
+    return jnp.matmul(x, w.T, precision=HIGHEST), jnp.full((x.shape[0],), _pixels(x) * logdet_w)
 
 
 def invconv_inverse(y: Array, w: Array, logdet_w: Array) -> tuple[Array, Array]:
-    return y @ jnp.linalg.inv(w).T, jnp.full((y.shape[0],), _pixels(y) * logdet_w)
+    return jnp.matmul(y, jnp.linalg.inv(w).T, precision=HIGHEST), jnp.full((y.shape[0],), _pixels(y) * logdet_w)
 
 
 # -- affine coupling, Glow's sigmoid form --------------------------------------------------------------
@@ -123,7 +124,3 @@ def dequantize(images: Array, rng: jax.Array, n_bits: int = 8) -> Array:
     (the objective's -log(n_bins) per dimension is in `ImageFlow.bits_per_dim`)."""
     x = bin_floor(images, n_bits)
     return x + jax.random.uniform(rng, x.shape, jnp.float32, 0.0, 1.0 / 2**n_bits)
-
-
-def bits_per_dim(log_likelihood: Array, dims: int) -> Array:
-    return -log_likelihood / (math.log(2.0) * dims)

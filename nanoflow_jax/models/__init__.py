@@ -1,5 +1,63 @@
-"""Flax modules: conditioner, estimator (2-D WaveNet), projection heads and the scanned flow model."""
+"""Flax modules of the flow models, and the registry that builds one from its config section.
 
-from nanoflow_jax.models.waveflow import DTYPES, HOP, AudioFlow
+Every model module follows one protocol: `variables = model.init(rng, *inputs)`, `model.apply(variables,
+*inputs)` runs the flow forward, and `method=` names the other directions ("inverse", ...). A config's
+`model` section names its family in `kind`: "audio" (WaveFlow and the NanoFlow family) or "image" (Glow
+and NanoFlow-Glow).
+"""
 
-__all__ = ["DTYPES", "AudioFlow", "HOP"]
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+
+from nanoflow_jax.errors import ConfigError
+from nanoflow_jax.models.audio_config import ModelConfig
+from nanoflow_jax.models.audio_flow import HOP, AudioFlow
+from nanoflow_jax.models.image_config import GlowConfig
+from nanoflow_jax.models.image_flow import ImageFlow
+from nanoflow_jax.models.precision import POLICIES, precision_policy
+from nanoflow_jax.schema import Section
+
+
+class ModelFamily(NamedTuple):
+    config: type[Section]
+    module: type[nn.Module]
+
+
+MODELS = {"audio": ModelFamily(ModelConfig, AudioFlow), "image": ModelFamily(GlowConfig, ImageFlow)}
+
+
+def model_config(section: Any, source: str = "config") -> ModelConfig | GlowConfig:
+    """A checked model config from a config's `model` section (a ModelConfig / GlowConfig, a mapping or a
+    ConfigDict), by its `kind` (default "audio")."""
+    if isinstance(section, ModelConfig | GlowConfig):
+        return section
+    if hasattr(section, "to_dict"):
+        section = section.to_dict()
+    kind = dict(section or {}).get("kind", "audio")
+    if kind not in MODELS:
+        raise ConfigError(f"{source}: model.kind = {kind!r} is not allowed: one of {', '.join(map(repr, MODELS))}")
+    return MODELS[kind].config.from_any(section, source)
+
+
+def build_model(section: Any, **options: Any) -> AudioFlow | ImageFlow:
+    """The flow model of a config's `model` section; `options` are the module's other fields (`dtype`,
+    `remat` for the audio flows)."""
+    config = model_config(section)
+    return MODELS[config.kind].module(config, **options)
+
+
+__all__ = [
+    "HOP",
+    "MODELS",
+    "POLICIES",
+    "AudioFlow",
+    "GlowConfig",
+    "ImageFlow",
+    "ModelConfig",
+    "build_model",
+    "model_config",
+    "precision_policy",
+]

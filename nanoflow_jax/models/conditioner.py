@@ -1,6 +1,6 @@
 """Mel upsampler: two weight-normed ConvTranspose2d(1 -> 1, (3, 32), stride (1, 16), padding (1, 8)) stages,
 each followed by LeakyReLU(0.4), over the mel treated as a one-channel (bands x frames) image. x16 twice =
-x256 = the hop, so F frames give 256 * F samples."""
+x256 = the hop, so F frames give 256 * F samples. Always true float32 (one channel: cheap)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nanoflow_jax.models.layers import _kernel, torch_uniform
+from nanoflow_jax.models.layers import kernel_param, torch_uniform
 
-Array = jnp.ndarray
+Array = jax.Array
 
 
 class UpsampleStage(nn.Module):
@@ -21,9 +21,9 @@ class UpsampleStage(nn.Module):
     def __call__(self, x: Array) -> Array:  # (B, bands, frames, 1) -> (B, bands, frames * stride, 1)
         kh, kw = self.kernel_h, 2 * self.stride
         fan_in = kh * kw  # PyTorch counts a transposed conv's fan-in over its output channels (1 here)
-        w = _kernel(self, (kh, kw, 1), fan_in, True)
+        w = kernel_param(self, (kh, kw, 1), fan_in, True)
         # transposed conv = conv of the stride-dilated input with the flipped kernel
-        w = jnp.flip(w, (0, 1))[..., None].astype(x.dtype)
+        w = jnp.flip(w, (0, 1))[..., None]
         ph, pw = kh - 1 - (kh - 1) // 2, kw - 1 - self.stride // 2
         y = jax.lax.conv_general_dilated(
             x,
@@ -32,19 +32,25 @@ class UpsampleStage(nn.Module):
             padding=((ph, ph), (pw, pw)),
             lhs_dilation=(1, self.stride),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=jax.lax.Precision.HIGHEST,
         )
-        y = y + self.param("bias", torch_uniform(fan_in), (1,)).astype(x.dtype)
+        y = y + self.param("bias", torch_uniform(fan_in), (1,))
         return nn.leaky_relu(y, 0.4)
 
 
 class Conditioner(nn.Module):
-    """(B, bands, F) mel -> (B, 256 * F, bands) per-sample conditioning."""
+    """(B, bands, F) mel -> (B, 256 * F, bands) per-sample conditioning. With `valid_frames` (B,) each
+    item is its first frames only (the rest padding): every stage's input beyond the item is zeroed, as
+    if it were absent, so the first 256 * valid_frames samples are what the item alone would give."""
 
     n_stages: int = 2
 
     @nn.compact
-    def __call__(self, mel: Array) -> Array:
+    def __call__(self, mel: Array, valid_frames: Array | None = None) -> Array:
         x = mel[..., None]
         for i in range(self.n_stages):
+            if valid_frames is not None:
+                upsampled = (16**i) * valid_frames[:, None, None, None]
+                x = jnp.where(jnp.arange(x.shape[2])[None, None, :, None] < upsampled, x, 0.0)
             x = UpsampleStage(name=f"stage_{i}")(x)
         return jnp.swapaxes(x[..., 0], 1, 2)

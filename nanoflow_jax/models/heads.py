@@ -8,7 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Array = jnp.ndarray
+from nanoflow_jax.models.precision import POLICIES
+
+Array = jax.Array
 
 
 def _small_uniform(rng, shape, dtype=jnp.float32):
@@ -30,6 +32,6 @@ class ProjHeads(nn.Module):
 
 
 def project(feat: Array, head: dict) -> Array:
-    """(..., C) features and one head's params -> (..., n_out) coupling parameters, in float32."""
-    out = jnp.dot(feat, head["kernel"].astype(feat.dtype)).astype(jnp.float32) + head["bias"]
-    return out * jnp.exp(3.0 * head["scale"])
+    """(..., C) features and one head's params -> (..., n_out) coupling parameters. Always true float32
+    (C -> 2 is cheap, and log_s feeds the log-determinant)."""
+    return (POLICIES["float32"].dot(feat, head["kernel"]) + head["bias"]) * jnp.exp(3.0 * head["scale"])

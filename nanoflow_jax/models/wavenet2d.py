@@ -7,35 +7,39 @@ The output is the plain sum of the skips.
 An estimator covers a range of layers so that NanoFlow with partial sharing can split it into a shared
 bottom and per-flow top. The conditioning projections (`condition`) and flow-embedding projections
 (`embed`) are separate methods because a shared estimator computes them once for all K flows.
+
+Each call runs down the rows (`upward` = 0) or up them (1, may be traced: the flow scan alternates).
+Matmuls and convolutions follow the precision policy; activations, the residual stream and the skip sum
+are float32.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from nanoflow_jax.config import ModelConfig
-from nanoflow_jax.models.layers import CausalConv, Dense, _kernel, torch_uniform
+from nanoflow_jax.models.audio_config import ModelConfig
+from nanoflow_jax.models.layers import CausalConv, Dense, kernel_param, torch_uniform
 
-Array = jnp.ndarray
+Array = jax.Array
 
 
 class ResidualLayer(nn.Module):
     config: ModelConfig
     index: int
-    fast_conv_grad: bool = True
+    precision: Any = "float32"
 
     def setup(self):
-        cfg, c2 = self.config, 2 * self.config.channels
-        self.conv = CausalConv(
-            c2, (3, 3), (cfg.height_dilation(self.index), 2**self.index), fast_grad=self.fast_conv_grad
-        )
-        self.cond_proj = Dense(c2)
+        cfg, c2, prec = self.config, 2 * self.config.channels, self.precision
+        self.conv = CausalConv(c2, (3, 3), (cfg.height_dilation(self.index), 2**self.index), precision=prec)
+        self.cond_proj = Dense(c2, precision=prec)
         if cfg.injects("additive"):
-            self.embed_proj = Dense(c2, use_weight_norm=cfg.embed_weight_norm)
-        self.res_skip = Dense(c2)
+            self.embed_proj = Dense(c2, use_weight_norm=cfg.embed_weight_norm, precision=prec)
+        self.res_skip = Dense(c2, precision=prec)
 
     def condition(self, c: Array) -> Array:
         return self.cond_proj(c)
@@ -43,9 +47,19 @@ class ResidualLayer(nn.Module):
     def embed(self, e: Array) -> Array:
         return self.embed_proj(e)
 
-    def __call__(self, h: Array, cond: Array, bias: Array | None, gate: Array | None):
+    def __call__(
+        self,
+        h: Array,
+        cond: Array,
+        bias: Array | None,
+        gate: Array | None,
+        upward: Array | int = 0,
+        mask: Array | None = None,
+    ):
+        """`mask` (B, 1, W, 1): columns past each item's width are zeroed where the convolution reads
+        them, as its "same" padding would be."""
         n = self.config.channels
-        a = self.conv(h) + cond
+        a = self.conv(h if mask is None else h * mask, upward) + cond
         if bias is not None:
             a = a + bias
         acts = jnp.tanh(a[..., :n]) * nn.sigmoid(a[..., n:])
@@ -54,7 +68,7 @@ class ResidualLayer(nn.Module):
         if gate is None:
             h = (h + res) * math.sqrt(0.5)
         else:
-            h = h + res * (jnp.exp(gate) if self.config.gate_form == "exp" else gate).astype(h.dtype)
+            h = h + res * (jnp.exp(gate) if self.config.gate_form == "exp" else gate)
         return h, skip
 
 
@@ -68,10 +82,10 @@ class FrontConv(nn.Module):
     def __call__(self, x: Array, e: Array | None) -> Array:
         cfg = self.config
         n_in = 1 + (cfg.embed_dim if cfg.injects("concat") else 0)
-        w = _kernel(self, (n_in, cfg.channels), n_in, True).astype(x.dtype)
-        b = self.param("bias", torch_uniform(n_in), (cfg.channels,)).astype(x.dtype)
+        w = kernel_param(self, (n_in, cfg.channels), n_in, True)
+        b = self.param("bias", torch_uniform(n_in), (cfg.channels,))
         if n_in > 1:
-            b = b + jnp.dot(e.astype(x.dtype), w[1:])[..., None, None, :]
+            b = b + jnp.dot(e, w[1:], precision=jax.lax.Precision.HIGHEST)[..., None, None, :]
         return x[..., None] * w[0] + b
 
 
@@ -82,14 +96,14 @@ class WaveNet2D(nn.Module):
     first: int = 0
     last: int = -1
     has_front: bool = True
-    fast_conv_grad: bool = True  # see layers.causal_conv2d
+    precision: Any = "float32"
 
     def setup(self):
         last = self.config.n_layers if self.last < 0 else self.last
         if self.has_front:
             self.front_conv = FrontConv(self.config)
         self.layers = [
-            ResidualLayer(self.config, i, self.fast_conv_grad, name=f"layer_{i}") for i in range(self.first, last)
+            ResidualLayer(self.config, i, self.precision, name=f"layer_{i}") for i in range(self.first, last)
         ]
 
     def condition(self, c: Array) -> Array:
@@ -103,7 +117,15 @@ class WaveNet2D(nn.Module):
     def front(self, x_in: Array, e: Array | None = None) -> Array:
         return self.front_conv(x_in, e)
 
-    def __call__(self, h: Array, cond: Array, bias: Array | None = None, gates: Array | None = None):
+    def __call__(
+        self,
+        h: Array,
+        cond: Array,
+        bias: Array | None = None,
+        gates: Array | None = None,
+        upward: Array | int = 0,
+        mask: Array | None = None,
+    ):
         """h (B, G, W, C) (or the front conv's output) -> (h, skip sum) after these layers."""
         skip = 0.0
         for j, layer in enumerate(self.layers):
@@ -112,15 +134,26 @@ class WaveNet2D(nn.Module):
                 cond[..., j, :],
                 None if bias is None else bias[j],
                 None if gates is None else gates[j],
+                upward,
+                mask,
             )
             skip = skip + s
         return h, skip
 
-    def run(self, x: Array, c: Array, e: Array | None = None, bias: Array | None = None, gates: Array | None = None):
+    def run(
+        self,
+        x: Array,
+        c: Array,
+        e: Array | None = None,
+        bias: Array | None = None,
+        gates: Array | None = None,
+        upward: Array | int = 0,
+        mask: Array | None = None,
+    ):
         """Everything at once from raw inputs: used by per-flow estimators, applied functionally with
         one flow's slice of stacked params, and to create all params at init. `bias` overrides the
         embedding projection (inference form, where it is folded into a table)."""
         h = self.front(x, e) if self.has_front else x
         if bias is None and self.config.injects("additive"):
             bias = self.embed(e)
-        return self(h, self.condition(c), bias, gates)
+        return self(h, self.condition(c), bias, gates, upward, mask)

@@ -1,18 +1,10 @@
-"""Fast synthesis: the exact row-by-row inverse with per-layer row caches, as one compiled program.
+"""Fast synthesis: the exact row-by-row inverse with per-layer row caches (`rows.RowEstimator`), as one
+compiled program whose cost is one forward pass. Flows and rows are two nested `lax.scan`s; nothing runs
+in Python per row.
 
-Inverting flow k means computing its rows in order: row i's coupling parameters come from the estimator
-applied to rows < i, which are known by then. The estimator is causal down the rows, so layer j only
-needs its own input at rows i - 2*d_j, i - d_j and i (d_j its height dilation). Each layer keeps a cache
-of its last 2*d_j input rows, and every row costs L single-row convolutions: the whole synthesis costs
-one forward pass. Flows and rows are two nested `lax.scan`s; nothing runs in Python per row.
-
-A 3x3 convolution of one row is one matmul: the three cached/new rows concatenated on channels (3C) times
-the kernel laid out as (3C, 3 * 2C), one output block per width tap, then the blocks are shifted along
-the width by the tap's dilation and summed.
-
-Mixed precision: the matmul operands are `dtype` (float16 / bfloat16) with float32 accumulation; the
-running samples, the residual stream, the gate non-linearities, the skip sum, the projection heads and
-the coupling stay float32.
+Precision (`models.precision`): the matmul operands follow the policy (float32 is true float32; bfloat16 /
+float16 with float32 accumulation); the running samples, the residual stream, the gate non-linearities,
+the skip sum, the projection heads and the coupling stay float32.
 """
 
 from __future__ import annotations
@@ -27,10 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nanoflow_jax.config import ModelConfig
-from nanoflow_jax.flows import make_coupling, unsqueeze
-from nanoflow_jax.models import DTYPES, HOP, AudioFlow
-from nanoflow_jax.params import inference_params
+from nanoflow_jax.flows import from_rows, make_coupling
+from nanoflow_jax.models import HOP, POLICIES, AudioFlow, ModelConfig, precision_policy
+from nanoflow_jax.models.audio_params import inference_params
+from nanoflow_jax.models.platform import on_platform
+from nanoflow_jax.models.precision import Precision
+from nanoflow_jax.synth.rows import HIGHEST, RowEstimator
 
 Array = jnp.ndarray
 TRIM_FRAMES = 3  # the official synthesis drops the last 3 frames (768 samples) the upsampler smears
@@ -53,113 +47,13 @@ def min_frames(n_groups: int) -> int:
     return next(f for f in range(TRIM_FRAMES + 1, TRIM_FRAMES + 2 + n_groups) if output_length(f, n_groups) > 0)
 
 
-# -- the estimator on one row ---------------------------------------------------------------------
-def _conv_as_matmul(kernel: Array) -> Array:
-    """(..., kh, kw, Cin, Cout) -> (..., kh * Cin, kw * Cout): input rows on the left, width taps on
-    the right."""
-    *lead, kh, kw, cin, cout = kernel.shape
-    k = jnp.moveaxis(kernel, -3, -2)  # (..., kh, Cin, kw, Cout)
-    return k.reshape((*lead, kh * cin, kw * cout))
-
-
-def _shift_width(y: Array, offset: int) -> Array:
-    """out[:, w] = y[:, w + offset], zero outside: (B, W, C)."""
-    width = y.shape[1]
-    if offset > 0:
-        return jnp.pad(y[:, offset:], ((0, 0), (0, offset), (0, 0)))
-    return jnp.pad(y[:, : width + offset], ((0, 0), (-offset, 0), (0, 0)))
-
-
-def _dot(a: Array, w: Array) -> Array:
-    return jnp.dot(a, w.astype(a.dtype), preferred_element_type=jnp.float32)
-
-
-class _Row:
-    """Static description of the estimator for one-row steps."""
-
-    def __init__(self, cfg: ModelConfig, width: int, dtype: Any):
-        self.cfg, self.width, self.dtype = cfg, width, dtype
-        self.dilations = [cfg.height_dilation(j) for j in range(cfg.n_layers)]
-        # width taps of layer j: offset -1, 0, +1 times 2**j; a tap wholly outside the row is dropped
-        self.taps = [[t for t in (-1, 0, 1) if abs(t) * 2**j < width] for j in range(cfg.n_layers)]
-
-    def init_caches(self, batch: int) -> list[Array]:
-        c = self.cfg.channels
-        return [jnp.zeros((batch, self.width, 2 * d * c), self.dtype) for d in self.dilations]
-
-    def layer_weights(self, layer: dict, j: int) -> dict:
-        """One layer's params (inference form) -> the matmul form used per row."""
-        c2 = 2 * self.cfg.channels
-        conv = _conv_as_matmul(layer["conv"]["kernel"])
-        conv = conv.reshape(conv.shape[:-1] + (3, c2))[..., [t + 1 for t in self.taps[j]], :]
-        conv = conv.reshape(conv.shape[:-2] + (-1,))
-        return {
-            "conv": conv.astype(self.dtype),
-            "bias": layer["conv"]["bias"] + layer["cond_proj"]["bias"],
-            "cond": layer["cond_proj"]["kernel"],
-            "res_skip": layer["res_skip"]["kernel"],
-            "res_skip_bias": layer["res_skip"]["bias"],
-        }
-
-    def fold_head(self, layers: list[dict], head: dict) -> tuple[list[dict], Array]:
-        """The coupling parameters are (sum of skips) @ head: fold the head into each layer's skip half,
-        so the res/skip matmul is C -> C + P (C -> P in the last layer, whose residual is unused).
-        -> the layers with `out` kernels and the constant part of the projection."""
-        c = self.cfg.channels
-        folded, const = [], head["bias"]
-        for j, w in enumerate(layers):
-            skip_k = w["res_skip"][:, c:] @ head["kernel"]
-            const = const + w["res_skip_bias"][c:] @ head["kernel"]
-            if j < self.cfg.n_layers - 1:
-                out = jnp.concatenate([w["res_skip"][:, :c], skip_k], axis=1)
-                out_bias = jnp.concatenate([w["res_skip_bias"][:c], jnp.zeros(skip_k.shape[1:])])
-            else:
-                out, out_bias = skip_k, jnp.zeros(skip_k.shape[1:])
-            folded.append(dict(w, out=out.astype(self.dtype), out_bias=out_bias))
-        return folded, const
-
-    def step(self, x_prev, caches, layers, front, cond, flow, mask):
-        """One row of the estimator and head: x_prev (B, W) the previous row of this flow's input (zeros
-        for row 0), `layers` per-layer weights with the head folded in, `cond` this row's conditioning
-        terms and biases per layer, (B, W, 2C) each. -> the head's output less its constant part
-        (B, W, P) in float32, and the updated caches."""
-        cfg, c = self.cfg, self.cfg.channels
-        h = x_prev[..., None] * front["kernel"][0] + front["bias"]
-        proj = 0.0
-        new_caches = []
-        for j, (w, cache, d) in enumerate(zip(layers, caches, self.dilations, strict=True)):
-            hm = h.astype(self.dtype)
-            if mask is not None:  # zero beyond each item's own width, as the conv's "same" padding
-                hm = jnp.where(mask, hm, 0)
-            rows = jnp.concatenate([cache[..., :c], cache[..., d * c : (d + 1) * c], hm], axis=-1)
-            new_caches.append(jnp.concatenate([cache[..., c:], hm], axis=-1))
-            y = _dot(rows, w["conv"])
-            taps = self.taps[j]
-            y = y.reshape(y.shape[:-1] + (len(taps), 2 * c))
-            a = sum(_shift_width(y[..., n, :], t * 2**j) if t else y[..., n, :] for n, t in enumerate(taps))
-            a = a + cond[j]
-            acts = jnp.tanh(a[..., :c]) * jax.nn.sigmoid(a[..., c:])
-            rs = _dot(acts.astype(self.dtype), w["out"]) + w["out_bias"]
-            if j < cfg.n_layers - 1:
-                proj = proj + rs[..., c:]
-                res = rs[..., :c]
-                if "gates" in flow:
-                    gate = flow["gates"][j]
-                    h = h + res * (jnp.exp(gate) if cfg.gate_form == "exp" else gate)
-                else:
-                    h = (h + res) * math.sqrt(0.5)
-            else:
-                proj = proj + rs
-        return proj, new_caches
-
-
 def _flow_inputs(cfg: ModelConfig, p: dict) -> dict:
     """The stacked (K, ...) per-flow inputs of the flow scan, from inference-form params."""
     k, n, c2 = cfg.n_flows, cfg.n_shared, 2 * cfg.channels
     heads = p["proj_heads"]
     if cfg.n_heads == 1:
         heads = jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape[1:]), heads)
-    xs = {"flipped": (jnp.arange(k) + 1) % 2, "head": heads}
+    xs = {"upward": (jnp.arange(k) + 1) % 2, "head": heads}
     bias = p.get("flow_bias_table")
     xs["bias"] = jnp.zeros((k, cfg.n_layers, c2)) if bias is None else bias
     if "flow_gates" in p:
@@ -171,11 +65,21 @@ def _flow_inputs(cfg: ModelConfig, p: dict) -> dict:
     return xs
 
 
-def _inverse(cfg: ModelConfig, dtype: Any, cache_cond: bool, p: dict, c: Array, z: Array, widths: Array | None):
-    """c (B, G, W, bands) conditioning, z (B, G, W) -> x (B, G, W); `widths` (B,) valid columns."""
+def _inverse(
+    cfg: ModelConfig,
+    precision: Precision,
+    cache_cond: bool,
+    unroll: int,
+    p: dict,
+    c: Array,
+    z: Array,
+    widths: Array | None,
+):
+    """c (B, G, W, bands) conditioning, z (B, G, W) -> x (B, G, W); `widths` (B,) valid columns.
+    `unroll`: rows per iteration of the row scan (G: the whole flow as straight-line code)."""
     b, g, width, _ = c.shape
     n = cfg.n_shared
-    row = _Row(cfg, width, dtype)
+    row = RowEstimator(cfg, width, precision)
     coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
     mask = None if widths is None else (jnp.arange(width)[None, :] < widths[:, None])[..., None]
     c = jnp.swapaxes(c, 0, 1)  # rows first: (G, B, W, bands)
@@ -183,8 +87,15 @@ def _inverse(cfg: ModelConfig, dtype: Any, cache_cond: bool, p: dict, c: Array, 
     cond_shared = None
     if n and cache_cond:  # (G, n, B, W, 2C): conditioning terms plus the layers' own biases
         wc = jnp.stack([w["cond"] for w in shared])
-        cond_shared = jnp.einsum("gbwc,nco->gnbwo", c, wc) + jnp.stack([w["bias"] for w in shared])[:, None, None]
-        cond_shared = cond_shared.astype(dtype)
+        cond_shared = jnp.einsum(
+            "gbwc,nco->gnbwo",
+            precision.operand(c),
+            precision.operand(wc),
+            precision=precision.lax_precision,
+            preferred_element_type=jnp.float32,
+        )
+        cond_shared = cond_shared + jnp.stack([w["bias"] for w in shared])[:, None, None]
+        cond_shared = precision.operand(cond_shared)
 
     def flow(z, xs):
         own = xs.get("estimator", {})
@@ -192,7 +103,7 @@ def _inverse(cfg: ModelConfig, dtype: Any, cache_cond: bool, p: dict, c: Array, 
         layers, head_const = row.fold_head(layers, xs["head"])
         front = dict((p["estimator"] if n else own)["front_conv"])
         if "embedding" in xs:  # concatenated embedding: a per-flow bias of the front conv
-            front["bias"] = front["bias"] + xs["embedding"] @ front["kernel"][1:]
+            front["bias"] = front["bias"] + jnp.matmul(xs["embedding"], front["kernel"][1:], precision=HIGHEST)
         first = 0 if cond_shared is None else n  # layers whose conditioning is computed per row
         wc = jnp.concatenate([w["cond"] for w in layers[first:]], axis=-1) if first < cfg.n_layers else None
         bias = xs["bias"] + jnp.stack([0.0 * w["bias"] if j < first else w["bias"] for j, w in enumerate(layers)])
@@ -200,13 +111,13 @@ def _inverse(cfg: ModelConfig, dtype: Any, cache_cond: bool, p: dict, c: Array, 
 
         def one_row(carry, i):
             x_prev, caches = carry
-            r = jnp.where(xs["flipped"] == 1, g - 1 - i, i)  # this flow sees c flipped on odd counts
+            r = jnp.where(xs["upward"] == 1, g - 1 - i, i)  # rows in this flow's order
             cond = []
             if cond_shared is not None:
                 cs = cond_shared[r]
                 cond = [cs[j].astype(jnp.float32) for j in range(n)]
             if wc is not None:
-                extra = jnp.dot(c[r], wc)
+                extra = precision.dot(c[r], wc)
                 cond += [
                     extra[..., m * 2 * cfg.channels : (m + 1) * 2 * cfg.channels] for m in range(cfg.n_layers - first)
                 ]
@@ -216,31 +127,42 @@ def _inverse(cfg: ModelConfig, dtype: Any, cache_cond: bool, p: dict, c: Array, 
             return (x_row, caches), x_row
 
         carry = (jnp.zeros((b, width), jnp.float32), row.init_caches(b))
-        _, x = jax.lax.scan(one_row, carry, jnp.arange(g))
+        _, x = jax.lax.scan(one_row, carry, jnp.arange(g), unroll=unroll)
         return jnp.flip(x, 0), None  # (G, B, W); undo this flow's flip
 
     x, _ = jax.lax.scan(flow, jnp.swapaxes(z, 0, 1), _flow_inputs(cfg, p), reverse=True)
     return jnp.swapaxes(x, 0, 1)
 
 
+def default_row_unroll(cfg: ModelConfig) -> tuple[int, int]:
+    """(CPU, accelerators) rows per iteration of the row scan. CPU: 1 (measured on the project's 2-core
+    CPU, bench/RESULTS.md: unrolling only grows the program there). GPU / TPU: every row, so a flow is one
+    straight run of kernels: each loop iteration costs a launch sequence and a trip of the loop predicate
+    to the host."""
+    return 1, cfg.n_groups
+
+
 @functools.lru_cache(maxsize=32)
-def synthesis_fn(cfg: ModelConfig, dtype: str = "float32", masked: bool = False, cache_cond: bool = True):
+def synthesis_fn(
+    cfg: ModelConfig, dtype: str = "float32", masked: bool = False, cache_cond: bool = True, unroll: int | None = None
+):
     """The jitted `(params, mel, z[, widths]) -> audio` for one model config and compute type:
-    inference-form params, mel (B, bands, F), z (B, T) with T = output_length(F) -> audio (B, T)."""
-    model, jdtype = AudioFlow(cfg), DTYPES[dtype]
+    inference-form params, mel (B, bands, F), z (B, T) with T = output_length(F) -> audio (B, T).
+    `unroll`: rows per row-scan iteration; None picks `default_row_unroll` per backend when the program
+    is lowered (so an exported program carries each backend's choice)."""
+    model, precision = AudioFlow(cfg), precision_policy(dtype)
+
+    def run(unroll, params, mel, z, widths):
+        c = model.apply(params, mel, z.shape[1], method=AudioFlow.condition)
+        z2d = jnp.swapaxes(z.reshape(z.shape[0], -1, cfg.n_groups), 1, 2)
+        return from_rows(_inverse(cfg, precision, cache_cond, unroll, params["params"], c, z2d, widths))
 
     def fn(params, mel, z, widths=None):
-        c = model.apply(params, mel, z.shape[1], method=AudioFlow.condition)
-        x2d = _inverse(
-            cfg,
-            jdtype,
-            cache_cond,
-            params["params"],
-            c,
-            jnp.swapaxes(z.reshape(z.shape[0], -1, cfg.n_groups), 1, 2),
-            widths,
-        )
-        return unsqueeze(x2d)
+        if unroll is not None:
+            return run(unroll, params, mel, z, widths)
+        leaves, tree = jax.tree.flatten((params, mel, z, widths))
+        per_backend = [lambda *flat, u=u: [run(u, *jax.tree.unflatten(tree, flat))] for u in default_row_unroll(cfg)]
+        return on_platform(cpu=per_backend[0], default=per_backend[1])(*leaves)[0]
 
     return jax.jit(fn)
 
@@ -272,7 +194,7 @@ def synthesize(
     z: Any = None,
     rng: jax.Array | None = None,
     cache_cond: bool | None = None,
-    bucket_frames: int = 1,
+    bucket_frames: int | None = None,
 ) -> Any:
     """Audio from mel spectrograms with the cached fast inverse.
 
@@ -282,14 +204,16 @@ def synthesize(
     multiple of G). z: the latent noise, (B, T) or a list of (T_i,), else temperature * N(0, 1) from
     `rng` (default PRNGKey(0)). dtype: "float32", "float16" or "bfloat16" for the estimator's matmuls;
     a non-finite result in reduced precision is redone in float32 with a warning.
-    bucket_frames: pad the batch's frame count up to a multiple of this, so that inputs of nearby
-    lengths share one compiled program (the outputs are exact all the same).
+    bucket_frames: pad the batch's frame count up to a multiple of this; None (default): to one of four
+    steps per octave (`bucket_frames_for`, at most 25% padding). The batch is padded too (to a power of
+    two up to 8, then a multiple of 8), so batches of nearby sizes and lengths share one compiled
+    program; the outputs are exact all the same (padding is masked and trimmed).
     cache_cond: keep the shared layers' conditioning terms for all rows (default: when under 1 GiB).
     Returns (B, T) for an array input and a list of 1-D arrays for a list.
     """
     cfg = model.config
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in POLICIES:
+        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
     mels, batched = _as_batch(mel, cfg.cond_channels)
     if not mels:
         raise ValueError("no mel spectrograms given")
@@ -301,20 +225,20 @@ def synthesize(
     for m in mels:
         if not np.all(np.isfinite(m)):
             raise ValueError("mel contains NaN or Inf values")
-    f_max = -(-max(frames) // bucket_frames) * bucket_frames
+    f_max = bucket_frames_for(max(frames), bucket_frames)
     t_max = output_length(f_max, cfg.n_groups)
+    b, b_pad = len(mels), bucket_batch(len(mels))
+    silent = np.full((cfg.cond_channels, f_max), SILENCE, np.float32)
     mel_b = np.stack([np.pad(m, ((0, 0), (0, f_max - m.shape[1])), constant_values=SILENCE) for m in mels])
-    z_b = _noise(z, lengths, t_max, temperature, rng)
-    masked = any(t != t_max for t in lengths)
-    widths = jnp.asarray([t // cfg.n_groups for t in lengths]) if masked else None
+    mel_b = np.concatenate([mel_b, np.broadcast_to(silent, (b_pad - b,) + silent.shape)])
+    z_b = jnp.pad(_noise(z, lengths, t_max, temperature, rng), ((0, b_pad - b), (0, 0)))
+    widths = jnp.asarray([t // cfg.n_groups for t in lengths] + [0] * (b_pad - b))  # padding rows: none valid
     if cache_cond is None:
-        cache_cond = cache_cond_fits(cfg, len(mels), t_max)
+        cache_cond = cache_cond_fits(cfg, b_pad, t_max)
     params = inference_params(model, params)
 
     def run(dt):
-        fn = synthesis_fn(cfg, dt, masked, cache_cond)
-        args = (params, jnp.asarray(mel_b), z_b) + ((widths,) if masked else ())
-        return np.asarray(fn(*args))
+        return np.asarray(synthesis_fn(cfg, dt, True, cache_cond)(params, jnp.asarray(mel_b), z_b, widths))[:b]
 
     audio = run(dtype)
     outs = [a[:t] for a, t in zip(audio, lengths, strict=True)]
@@ -325,11 +249,25 @@ def synthesize(
     return np.stack(outs) if batched else outs
 
 
+def bucket_frames_for(frames: int, step: int | None = None) -> int:
+    """Frames padded up to a multiple of `step`, or (None) of 2**(floor(log2(frames)) - 2), at least 8:
+    four buckets per octave, at most 25% padding."""
+    if step is None:
+        step = max(8, 2 ** (max(frames, 1).bit_length() - 3))
+    return -(-frames // step) * step
+
+
+def bucket_batch(b: int) -> int:
+    """Batch sizes that share a program: powers of two up to 8, then multiples of 8."""
+    return 1 << (b - 1).bit_length() if b <= 8 else -(-b // 8) * 8
+
+
 def _noise(z: Any, lengths: Sequence[int], t_max: int, temperature: float, rng) -> Array:
     b = len(lengths)
-    if z is None:
+    if z is None:  # drawn at the items' own length: the padding of a bucket does not change the noise
         rng = jax.random.PRNGKey(0) if rng is None else rng
-        return temperature * jax.random.normal(rng, (b, t_max), jnp.float32)
+        noise = temperature * jax.random.normal(rng, (b, max(lengths)), jnp.float32)
+        return jnp.pad(noise, ((0, 0), (0, t_max - max(lengths))))
     if isinstance(z, (list, tuple)):
         zs = [np.asarray(v, np.float32).reshape(-1) for v in z]
     else:

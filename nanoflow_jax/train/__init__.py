@@ -1,6 +1,2 @@
-"""Training: state and step (data parallel over a device mesh), loop, checkpoints, evaluation."""
-
-from nanoflow_jax.train.checkpoint import Checkpointer, load_checkpoint
-from nanoflow_jax.train.loop import TrainingError, train
-
-__all__ = ["Checkpointer", "TrainingError", "load_checkpoint", "train"]
+"""Training: the generic trainer (`trainer`), its step (`step`), the audio and image tasks, and
+`run.train(config, workdir)`, what train.py calls. Importing this package loads none of them."""

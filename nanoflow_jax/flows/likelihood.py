@@ -1,12 +1,14 @@
-"""Objectives."""
+"""Likelihoods of a flow's output under its standard-normal base: the official audio loss and bits per
+dimension."""
 
 from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
-Array = jnp.ndarray
+Array = jax.Array
 
 
 def nll(z: Array, logdet: Array, sigma: float = 1.0) -> Array:
@@ -17,3 +19,8 @@ def nll(z: Array, logdet: Array, sigma: float = 1.0) -> Array:
     z = z.astype(jnp.float32)
     per_elem = 0.5 * (z / sigma) ** 2 + 0.5 * math.log(2.0 * math.pi) + math.log(sigma)
     return (jnp.sum(per_elem) - jnp.sum(logdet)) / z.size
+
+
+def bits_per_dim(log_likelihood: Array, dims: int) -> Array:
+    """Log-likelihood in nats of `dims` dimensions -> bits per dimension."""
+    return -log_likelihood / (math.log(2.0) * dims)

@@ -3,17 +3,20 @@
 The stream of one host is an endless sequence of items: epoch e visits a seeded permutation of this
 host's training files (its shard), and item i of it is cropped at an offset drawn from a generator seeded
 by (seed, host, e, i). So a batch depends only on the stream position, which is all the state a
-checkpoint needs to resume exactly.
+checkpoint needs to resume exactly. A corpus in memory is cropped from its int16 samples; one that is
+decoded on demand is decoded by a pool of worker threads, a batch's files in parallel.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from nanoflow_jax.data.sources import AudioSet
+from nanoflow_jax.data.corpus import AudioSet, to_float
 
 
 def crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -36,6 +39,7 @@ class CropLoader:
         process_index: int = 0,
         position: int = 0,
         prefetch: int = 4,
+        workers: int | None = None,
     ):
         if len(data) == 0:
             raise ValueError("no training files to load")
@@ -44,6 +48,9 @@ class CropLoader:
         self.position = position  # items of the stream already handed out
         self._epoch_cache: tuple[int, np.ndarray] | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        # decoding (soundfile, soxr) releases the GIL: threads run it in parallel
+        n_workers = workers or max(2, min(8, os.cpu_count() or 1))
+        self._pool = None if data.in_memory else ThreadPoolExecutor(n_workers, thread_name_prefix="decode")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, args=(position,), daemon=True)
         self._thread.start()
@@ -54,15 +61,17 @@ class CropLoader:
             self._epoch_cache = (epoch, perm)
         return self._epoch_cache[1]
 
+    def _item(self, p: int) -> np.ndarray:
+        epoch, i = divmod(p, len(self.data))
+        idx = int(self._shard(epoch)[i])
+        rng = np.random.default_rng((self.seed, self.process_index, epoch, i))
+        return to_float(crop(self.data.samples(idx), self.segment_length, rng))
+
     def batch_at(self, position: int) -> np.ndarray:
-        out = np.empty((self.batch_size, self.segment_length), np.float32)
-        for j in range(self.batch_size):
-            p = position + j
-            epoch, i = divmod(p, len(self.data))
-            idx = int(self._shard(epoch)[i])
-            rng = np.random.default_rng((self.seed, self.process_index, epoch, i))
-            out[j] = crop(self.data.load(idx), self.segment_length, rng)
-        return out
+        """The batch at a stream position: float32 (batch_size, segment_length)."""
+        positions = range(position, position + self.batch_size)
+        items = map(self._item, positions) if self._pool is None else self._pool.map(self._item, positions)
+        return np.stack(list(items))
 
     def _fill(self, position: int):
         while not self._stop.is_set():
@@ -79,7 +88,13 @@ class CropLoader:
         return self
 
     def __next__(self) -> np.ndarray:
-        batch = self._queue.get()
+        while True:
+            try:
+                batch = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise StopIteration from None
         self.position += self.batch_size
         return batch
 
@@ -90,3 +105,5 @@ class CropLoader:
     def close(self):
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

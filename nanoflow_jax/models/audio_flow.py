@@ -1,10 +1,13 @@
 """WaveFlow and the NanoFlow family as one Flax module.
 
-Every flow step k: flip the rows of x and c, shift x down one row, run the estimator, project to the
-coupling parameters with head k, transform x; the log-determinant is the sum of the log-derivatives.
-The K steps run under `nn.scan`: the shared estimator's params are broadcast to every step and the
-per-flow parts (projection heads, gates, embedding biases, WaveFlow's own estimators) are stacked
-(K, ...) arrays scanned over, so the traced program is one step whatever K is.
+The official flow step k flips the rows of x and c, shifts x down one row, runs the estimator (causal
+down the rows), projects to the coupling parameters with head k and transforms x. Here x and c stay in
+their own row order and flow k runs up the rows when it would have seen them flipped (k even): the shift
+and the causal convolutions take their direction from an index, so the program holds no conditional and
+no flipped copy of the conditioning. After an odd number of flows z is flipped once, to the official
+layout. The K steps run under `nn.scan`: the shared estimator's params are broadcast to every step and
+the per-flow parts (projection heads, gates, embedding biases, WaveFlow's own estimators, directions) are
+stacked (K, ...) arrays scanned over, so the traced program is one step whatever K is.
 
 Params accepted: the training form (weight norm as v/g, flow embedding and its projections) and the
 inference form from `inference_params` (plain kernels, the embedding folded into `flow_bias_table`).
@@ -18,16 +21,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nanoflow_jax.config import ModelConfig
-from nanoflow_jax.flows import flip_rows, make_coupling, shift_down, squeeze, unsqueeze
+from nanoflow_jax.flows import flip_rows, from_rows, make_coupling, shift_rows, to_rows
+from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.conditioner import Conditioner
 from nanoflow_jax.models.heads import ProjHeads, project
+from nanoflow_jax.models.precision import precision_policy
 from nanoflow_jax.models.wavenet2d import WaveNet2D
 
-Array = jnp.ndarray
+Array = jax.Array
 HOP = 256
-# compute types of the estimator by name (training's compute_dtype, synthesis' dtype)
-DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 
 _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 
@@ -36,24 +38,20 @@ class AudioFlow(nn.Module):
     """Options beyond the architecture:
     remat: recompute each flow step's activations in the backward pass (jax.checkpoint), keeping only
         its input (remat per estimator layer on top measured 1.3x slower for 7% less memory on CPU).
-    dtype: compute type of the estimator (e.g. jnp.bfloat16); params, coupling, log-det stay float32.
-    unroll: run the flow step in a Python loop instead of `nn.scan` (a check of the scan; its program
-        grows with K).
-    fast_conv_grad: the estimator's convolutions use an explicit gradient that XLA runs much faster
-        inside the flow scan on CPU; it supports reverse mode only. False allows jax.jvp / jacfwd."""
+    dtype: the precision policy of the estimator's matmuls and convolutions (`models.precision`): a
+        name ("float32", "tensorfloat32", "bfloat16", "float16") or jnp.float32 / bfloat16 / float16;
+        params, activations, coupling and log-det stay float32."""
 
     config: ModelConfig
     remat: bool = False
     dtype: Any = jnp.float32
-    unroll: bool = False
-    fast_conv_grad: bool = True
 
     def setup(self):
         cfg = self.config
         self.coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
         self.conditioner = Conditioner()
         if cfg.n_shared:
-            self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True, fast_conv_grad=self.fast_conv_grad)
+            self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True, precision=self.precision)
         if cfg.n_shared < cfg.n_layers:
             # read, not declared, when present: the inference form's tree (folded kernels) differs from
             # what the initialiser would build, and Flax would reject it as a shape mismatch
@@ -77,16 +75,15 @@ class AudioFlow(nn.Module):
                 self.flow_gates = self.param("flow_gates", init, (cfg.n_flows, cfg.n_layers, cfg.channels))
 
     # -- parts -----------------------------------------------------------------------------------
+    @property
+    def precision(self):
+        return precision_policy(self.dtype)
+
     def _top(self) -> WaveNet2D:
         """The per-flow top of the estimator (all of it for WaveFlow), applied functionally."""
         cfg = self.config
         return WaveNet2D(
-            cfg,
-            cfg.n_shared,
-            cfg.n_layers,
-            has_front=cfg.n_shared == 0,
-            fast_conv_grad=self.fast_conv_grad,
-            parent=None,
+            cfg, cfg.n_shared, cfg.n_layers, has_front=cfg.n_shared == 0, precision=self.precision, parent=None
         )
 
     def _init_per_flow(self, rng):
@@ -101,21 +98,22 @@ class AudioFlow(nn.Module):
         init_one = lambda r: top.init(r, x, c, e, None, gates, method=WaveNet2D.run)["params"]  # noqa: E731
         return jax.vmap(init_one)(jax.random.split(rng, cfg.n_flows))
 
-    def condition(self, mel: Array, length: int) -> Array:
-        """Upsampled mel trimmed to `length` samples, in the 2-D layout: (B, G, W, bands)."""
+    def condition(self, mel: Array, length: int, valid_frames: Array | None = None) -> Array:
+        """Upsampled mel trimmed to `length` samples, in the 2-D layout: (B, G, W, bands);
+        `valid_frames` (B,) for padded mels (see `Conditioner`)."""
         cfg = self.config
         if mel.ndim != 3 or mel.shape[1] != cfg.cond_channels:
             raise ValueError(f"mel must be (batch, {cfg.cond_channels}, frames), got shape {mel.shape}")
         if length > HOP * mel.shape[2]:
             raise ValueError(f"{mel.shape[2]} mel frames condition at most {HOP * mel.shape[2]} samples, got {length}")
-        c = self.conditioner(mel.astype(jnp.float32))[:, :length]
-        return squeeze(c, cfg.n_groups)
+        c = self.conditioner(mel.astype(jnp.float32), valid_frames)[:, :length]
+        return to_rows(c, cfg.n_groups)
 
     def _per_flow(self) -> dict:
         """The stacked (K, ...) inputs of the flow scan."""
         cfg = self.config
         k = cfg.n_flows
-        xs = {"flipped": (jnp.arange(k) + 1) % 2}  # flow k sees c flipped k+1 times
+        xs = {"upward": (jnp.arange(k) + 1) % 2}  # flow k sees the rows flipped k + 1 times officially
         heads = self.proj_heads()
         if cfg.n_heads == k:
             xs["head"] = heads
@@ -148,13 +146,13 @@ class AudioFlow(nn.Module):
     def _head(self, xs: dict) -> dict:
         return xs["head"] if "head" in xs else jax.tree.map(lambda a: a[0], self.proj_heads())
 
-    def _features(self, x_in: Array, xs: dict, cond: Array | None, c: Array) -> Array:
-        """Estimator output (B, G', W, C) for one flow; `cond` is the shared layers' precomputed
-        conditioning term and `c` the conditioner output, both already in this flow's orientation."""
+    def _features(self, x_in: Array, xs: dict, cond: Array | None, c: Array, mask: Array | None = None) -> Array:
+        """Estimator output (B, G, W, C) for one flow, in its direction `xs["upward"]`; `cond` is the
+        shared layers' precomputed conditioning term and `c` the conditioner output; `mask` (B, 1, W, 1)
+        the valid columns of padded items."""
         cfg = self.config
         n = cfg.n_shared
-        e, gates, bias = xs.get("embedding"), xs.get("gates"), xs.get("bias")
-        x_in = x_in.astype(self.dtype)
+        e, gates, bias, upward = xs.get("embedding"), xs.get("gates"), xs.get("bias"), xs["upward"]
         skip, h = 0.0, x_in
         if n:
             h = self.estimator.front(x_in, e)
@@ -163,6 +161,8 @@ class AudioFlow(nn.Module):
                 cond,
                 None if bias is None else bias[:n],
                 None if gates is None else gates[:n],
+                upward,
+                mask,
             )
         if n < cfg.n_layers:
             top_bias = bias[n:] if bias is not None and bias.shape[0] == cfg.n_layers else None
@@ -173,22 +173,22 @@ class AudioFlow(nn.Module):
                 e,
                 top_bias,
                 None if gates is None else gates[n:],
+                upward,
+                mask,
                 method=WaveNet2D.run,
             )
             skip = skip + s
         return skip
 
-    def _conditioning(self, mel: Array, length: int):
-        """-> get(mdl, flipped) giving one flow's (shared layers' conditioning term, conditioner output)
-        in that flow's orientation. The conditioning term is computed once for all flows (recomputing it
-        inside each remat step measured slower and no smaller on CPU)."""
-        c = self.condition(mel, length).astype(self.dtype)
-        cond = self.estimator.condition(c) if self.config.n_shared else None
+    def _conditioning(self, mel: Array, length: int, valid_frames: Array | None = None) -> tuple[Array | None, Array]:
+        """(shared layers' conditioning term, conditioner output), in row order: computed once for all
+        flows (recomputing it inside each remat step measured slower and no smaller on CPU)."""
+        c = self.condition(mel, length, valid_frames)
+        return (self.estimator.condition(c) if self.config.n_shared else None), c
 
-        def oriented(a, o):  # a flipped copy only for the flows that need one; one gradient buffer
-            return None if a is None else jax.lax.cond(o == 1, flip_rows, lambda v: v, a)
-
-        return lambda mdl, o: (oriented(cond, o), oriented(c, o))
+    def _to_official_order(self, x: Array) -> Array:
+        """z after K flows, in the official layout: the official code flips the rows once per flow."""
+        return flip_rows(x) if self.config.n_flows % 2 else x
 
     def _check_audio(self, x: Array, what: str):
         if x.ndim != 2:
@@ -197,24 +197,36 @@ class AudioFlow(nn.Module):
             raise ValueError(f"{what} length {x.shape[1]} is not a multiple of n_groups={self.config.n_groups}")
 
     # -- the flow --------------------------------------------------------------------------------
-    def __call__(self, audio: Array, mel: Array, return_coupling_params: bool = False):
+    def __call__(self, audio: Array, mel: Array, return_coupling_params: bool = False, lengths: Array | None = None):
         """audio (B, T), mel (B, bands, F) -> z (B, T), logdet (B,); with `return_coupling_params`
-        also the (K, B, G, W, P) coupling parameters of every flow (affine: P = 2, log_s and t)."""
+        also the (K, B, G, W, P) coupling parameters of every flow (affine: P = 2, log_s and t).
+
+        `lengths` (B,): each item is its first lengths[b] samples (a multiple of lcm(256, G)), the rest
+        padding, with its mel computed from those samples alone (`mel_spectrogram(..., lengths=)`): the
+        logdet counts the item's samples only, and z there is what the item alone would give."""
         self._check_audio(audio, "audio")
-        x = squeeze(audio.astype(jnp.float32), self.config.n_groups)
-        conditioning = self._conditioning(mel, audio.shape[1])
+        cfg = self.config
+        x = to_rows(audio.astype(jnp.float32), cfg.n_groups)
+        valid = None if lengths is None else jnp.asarray(lengths) // HOP + 1
+        cond, c = self._conditioning(mel, audio.shape[1], valid)
+        mask = None
+        if lengths is not None:  # the valid columns of each item
+            mask = (jnp.arange(x.shape[2])[None] < (jnp.asarray(lengths) // cfg.n_groups)[:, None]).astype(jnp.float32)
+            mask = mask[:, None, :, None]
 
         def step(mdl, carry, xs):
             x, logdet = carry
-            x = flip_rows(x)
-            feat = mdl._features(shift_down(x), xs, *conditioning(mdl, xs["flipped"]))
+            feat = mdl._features(shift_rows(x, xs["upward"]), xs, cond, c, mask)
             p = project(feat, mdl._head(xs))
             x, log_det = mdl.coupling.forward(x, p)
-            return (x, logdet + jnp.sum(log_det, axis=(1, 2))), (p if return_coupling_params else None)
+            if mask is not None:
+                log_det = log_det * mask[..., 0]
+            out = jnp.where(xs["upward"] == 1, flip_rows(p), p) if return_coupling_params else None
+            return (x, logdet + jnp.sum(log_det, axis=(1, 2))), out
 
         carry0 = (x, jnp.zeros((x.shape[0],), jnp.float32))
         (z, logdet), ps = self._scan(step, carry0, self._per_flow())
-        z = unsqueeze(z)
+        z = from_rows(self._to_official_order(z))
         return (z, logdet, ps) if return_coupling_params else (z, logdet)
 
     def inverse(self, z: Array, mel: Array) -> Array:
@@ -224,35 +236,28 @@ class AudioFlow(nn.Module):
         the cached fast path."""
         self._check_audio(z, "z")
         cfg = self.config
-        x = squeeze(z.astype(jnp.float32), cfg.n_groups)
-        conditioning = self._conditioning(mel, z.shape[1])
+        x = self._to_official_order(to_rows(z.astype(jnp.float32), cfg.n_groups))  # its own inverse
+        cond, c = self._conditioning(mel, z.shape[1])
 
         def flow(mdl, x, xs):
-            o = xs["flipped"]
-            cond, c = conditioning(mdl, o)
-            head = mdl._head(xs)
+            head, upward = mdl._head(xs), xs["upward"]
 
             def row(mdl, x, i):
-                # rows >= i of the carry still hold z; the causal estimator's row i ignores them
-                feat = mdl._features(shift_down(x), xs, cond, c)
-                p = project(jax.lax.dynamic_index_in_dim(feat, i, 1, keepdims=False), head)
-                xi, _ = mdl.coupling.inverse(jax.lax.dynamic_index_in_dim(x, i, 1, keepdims=False), p)
-                return jax.lax.dynamic_update_index_in_dim(x, xi, i, 1), None
+                # in causal order: rows after r still hold z, and the estimator's row r ignores them
+                r = jnp.where(upward == 1, cfg.n_groups - 1 - i, i)
+                feat = mdl._features(shift_rows(x, upward), xs, cond, c)
+                p = project(jax.lax.dynamic_index_in_dim(feat, r, 1, keepdims=False), head)
+                xr, _ = mdl.coupling.inverse(jax.lax.dynamic_index_in_dim(x, r, 1, keepdims=False), p)
+                return jax.lax.dynamic_update_index_in_dim(x, xr, r, 1), None
 
             x, _ = nn.scan(row, length=cfg.n_groups, **_SCAN)(mdl, x, jnp.arange(cfg.n_groups))
-            return flip_rows(x), None
+            return x, None
 
         x, _ = self._scan(flow, x, self._per_flow(), reverse=True)
-        return unsqueeze(x)
+        return from_rows(x)
 
     def _scan(self, step, carry, xs, reverse: bool = False):
-        """Run `step` over the K flows: `nn.scan` with broadcast params, or a Python loop if unrolled."""
-        k = self.config.n_flows
+        """Run `step` over the K flows: `nn.scan` with the params broadcast."""
         if self.remat:
             step = nn.remat(step, prevent_cse=False)  # inside a scan CSE prevention is not needed
-        if not self.unroll:
-            return nn.scan(step, length=k, reverse=reverse, **_SCAN)(self, carry, xs)
-        ys = [None] * k
-        for i in reversed(range(k)) if reverse else range(k):
-            carry, ys[i] = step(self, carry, jax.tree.map(lambda a, i=i: a[i], xs))
-        return carry, (None if ys[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *ys))
+        return nn.scan(step, length=self.config.n_flows, reverse=reverse, **_SCAN)(self, carry, xs)

@@ -1,18 +1,19 @@
-"""Moving audio between its 1-D form and the 2-D (height x width) layout the flows work in.
+"""Audio in rows: the 2-D layout the audio flows work in.
 
 A waveform of T samples becomes G rows ("height") by W = T / G columns, column-major: column j holds the
-G consecutive samples j*G .. j*G + G - 1. The flows are autoregressive down the rows and parallel across
-the columns.
+G consecutive samples j*G .. j*G + G - 1. The flows are autoregressive along the rows and parallel across
+the columns; each flow runs down the rows or up them (the official code flips the rows instead).
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-Array = jnp.ndarray
+Array = jax.Array
 
 
-def squeeze(x: Array, n_groups: int) -> Array:
+def to_rows(x: Array, n_groups: int) -> Array:
     """(B, T, ...) -> (B, G, T/G, ...) with x2d[b, i, j] = x[b, j*G + i]."""
     b, t = x.shape[:2]
     if t % n_groups:
@@ -21,8 +22,8 @@ def squeeze(x: Array, n_groups: int) -> Array:
     return jnp.swapaxes(x, 1, 2)
 
 
-def unsqueeze(x2d: Array) -> Array:
-    """Inverse of `squeeze`: (B, G, W, ...) -> (B, G*W, ...)."""
+def from_rows(x2d: Array) -> Array:
+    """Inverse of `to_rows`: (B, G, W, ...) -> (B, G*W, ...)."""
     b, g, w = x2d.shape[:3]
     return jnp.swapaxes(x2d, 1, 2).reshape((b, g * w) + x2d.shape[3:])
 
@@ -38,3 +39,11 @@ def shift_down(x2d: Array) -> Array:
     pad = [(0, 0)] * x2d.ndim
     pad[1] = (1, 0)
     return jnp.pad(x2d, pad)[:, :-1]
+
+
+def shift_rows(x2d: Array, upward: Array | int) -> Array:
+    """`shift_down`, or for `upward` = 1 (a traced 0/1 scalar) the mirror image: row i receives row i+1
+    and the last row a zero row. Index arithmetic, no conditional."""
+    pad = [(0, 0)] * x2d.ndim
+    pad[1] = (1, 1)
+    return jax.lax.dynamic_slice_in_dim(jnp.pad(x2d, pad), 2 * upward, x2d.shape[1], axis=1)

@@ -3,7 +3,7 @@
 Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` holds the train state (params, optimiser,
 step, RNG, skip counters) or just {"params"} for converted / averaged checkpoints; `meta` (JSON) the
 full config and the data-iterator position. Kept: the last `keep` steps and the one with the best eval
-NLL.
+loss (the task's: NLL for audio, bits per dimension for images).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from nanoflow_jax.audio.mel import MelConfig
+from nanoflow_jax.errors import ConfigError
 from nanoflow_jax.files import resolve_path
+from nanoflow_jax.models import AudioFlow, build_model, model_config
 
 CHECKPOINTS = "checkpoints"
 
@@ -29,14 +31,17 @@ def checkpoint_dir(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
+def _eval_loss(metrics: dict) -> float:
+    """The value the best checkpoint is chosen by (lower is better: NLL, bits per dimension)."""
+    return metrics["eval_loss"] if "eval_loss" in metrics else metrics["eval_nll"]  # earlier runs stored eval_nll
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True, create: bool = True):
         policy = policies.AnyPreservationPolicy(
             [
                 policies.LatestN(n=keep),
-                policies.BestN(
-                    get_metric_fn=lambda m: m["eval_nll"], reverse=False, n=1, keep_checkpoints_without_metrics=False
-                ),
+                policies.BestN(get_metric_fn=_eval_loss, reverse=False, n=1, keep_checkpoints_without_metrics=False),
             ]
         )
         options = ocp.CheckpointManagerOptions(
@@ -46,7 +51,7 @@ class Checkpointer:
             read_only=not create,
             save_interval_steps=1 if create else 0,
         )
-        self.directory = directory
+        self.directory = directory = resolve_path(directory)
         level = logging.get_verbosity()
         if not create:  # orbax warns that a read-only manager is read-only
             logging.set_verbosity(logging.ERROR)
@@ -87,11 +92,13 @@ def abstract_like(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def load_checkpoint(directory: str, step: int | None = None):
+def load_checkpoint(directory: str, step: int | None = None) -> tuple[Any, Any, Any]:
     """(config, model, params) from a workdir or checkpoint folder: the latest step, or `step`.
 
-    `params` is the variables dict that `model.apply` takes."""
-    from nanoflow_jax import build_model
+    `config` is the run's config (an ml_collections ConfigDict); its model section and an audio model's
+    mel fields are checked (a hand-edited field that is not allowed is a ConfigError naming the file and
+    the field). `params` is the variables dict that `model.apply` takes."""
+    import ml_collections
 
     path = checkpoint_dir(directory)
     if not os.path.isdir(path):
@@ -106,5 +113,11 @@ def load_checkpoint(directory: str, step: int | None = None):
         raise ValueError(f"no checkpoint for step {step} in {directory}; available: {sorted(steps)}")
     state, meta = ckpt.restore(step)
     ckpt.close()
-    config = ml_collections.ConfigDict(meta["config"])
-    return config, build_model(config.model), state["params"]
+    config = meta.get("config")
+    source = os.path.join(path, str(step), "meta", "metadata")  # the JSON file orbax writes
+    if not isinstance(config, dict) or "model" not in config:
+        raise ConfigError(f"{source}: no model section in the stored config")
+    model = build_model(model_config(config["model"], source))
+    if isinstance(model, AudioFlow) and "data" in config:  # the mel settings synthesis will use
+        MelConfig.from_any(config["data"], source)
+    return ml_collections.ConfigDict(config), model, state["params"]

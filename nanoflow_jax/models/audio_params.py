@@ -1,4 +1,5 @@
-"""Parameter utilities: shapes, counting, and the inference form (weight norm and embedding folded)."""
+"""The audio flow's params: initialisation without data, expected shapes, and the inference form
+(weight norm and the embedding projections folded)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from nanoflow_jax.models import HOP, AudioFlow
+from nanoflow_jax.models.audio_flow import HOP, AudioFlow
 from nanoflow_jax.models.layers import weight_norm
 
 
 def dummy_inputs(model: AudioFlow, batch: int = 1, frames: int = 1):
+    """The smallest (audio, mel) the model takes: at least one column of G samples."""
     cfg = model.config
+    frames = max(frames, -(-cfg.n_groups // HOP))
     t = HOP * frames // cfg.n_groups * cfg.n_groups
     return jnp.zeros((batch, t), jnp.float32), jnp.zeros((batch, cfg.cond_channels, frames), jnp.float32)
 
@@ -25,11 +27,6 @@ def init_params(model: AudioFlow, rng: jax.Array) -> dict:
 
 def expected_shapes(model: AudioFlow) -> Any:
     return jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
-
-
-def count_params(params: Any) -> int:
-    """Number of scalars in a params tree."""
-    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
 def _fold_weight_norm(tree: Any, stacked: bool = False) -> Any:

@@ -1,0 +1,41 @@
+"""Shared by the config files: the `file.py:ARG` parser and ConfigDicts built from the declared sections
+(their defaults live once, next to the code they configure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import ml_collections
+
+from nanoflow_jax.schema import Float, Int, Section, rule_of
+
+
+def parse_arg(arg: str | None, **defaults) -> types.SimpleNamespace:
+    """big_vision-style config argument: "nanoflow_k16,demo" or "variant=nanoflow_k16,demo=True"; a bare
+    word is the first default's value (the variant), or True for a boolean default."""
+    values = dict(defaults)
+    first = next(iter(defaults))
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            key, value = (item, "True") if isinstance(defaults.get(item), bool) else (first, item)
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r}; known: {', '.join(defaults)}")
+        values[key] = value == "True" if isinstance(defaults[key], bool) else type(defaults[key])(value)
+    return types.SimpleNamespace(**values)
+
+
+def section(cls: type[Section], **overrides) -> ml_collections.ConfigDict:
+    """A ConfigDict of a section's declared defaults with `overrides`; a field that may be None keeps
+    its type, so the command line can still set it."""
+    cfg = ml_collections.ConfigDict()
+    for f in dataclasses.fields(cls):
+        value, rule = overrides.pop(f.name, f.default), rule_of(f)
+        if value is None and rule.optional:
+            kind = int if isinstance(rule, Int) else float if isinstance(rule, Float) else str
+            value = ml_collections.FieldReference(None, field_type=kind)
+        setattr(cfg, f.name, value)
+    if overrides:
+        raise KeyError(f"{cls.__name__} has no field(s) {sorted(overrides)}")
+    return cfg

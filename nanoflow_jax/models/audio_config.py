@@ -1,0 +1,97 @@
+"""The audio flow's hyper-parameters (WaveFlow and the NanoFlow family): one frozen, checked section."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+
+from nanoflow_jax.schema import Bool, Choice, Float, Int, Section, Subset, field
+
+VARIANTS = ("waveflow", "nanoflow_naive", "nanoflow_decomp", "nanoflow")
+INJECTIONS = ("additive", "multiplicative", "concat")
+_log = logging.getLogger("nanoflow_jax")
+
+
+@functools.cache
+def _warn_short_receptive_field(rows: int, n_groups: int) -> None:
+    # a valid flow that the official code builds too (rows further up are simply not used): warn once
+    _log.warning(
+        "model config: each row's estimator sees %d rows of the n_groups=%d above and including it; "
+        "raise height_dilation_cycle or n_layers to see all",
+        rows,
+        n_groups,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Section):
+    """Hyper-parameters of an audio flow; the defaults are the paper's NanoFlow (C=128, K=8, G=16,
+    D=512). `build_model(config)` makes the `AudioFlow`."""
+
+    SECTION = "model"
+
+    kind: str = field("audio", Choice(("audio",)), "model family: the audio flows")
+    variant: str = field(
+        "nanoflow",
+        Choice(VARIANTS),
+        "waveflow: K estimators; nanoflow_naive: one estimator and projection; nanoflow_decomp: one "
+        "estimator, K projections; nanoflow: decomp plus the flow indication embedding",
+    )
+    n_flows: int = field(8, Int(min=1), "K, the flow steps")
+    n_layers: int = field(8, Int(min=1), "L, residual layers of the estimator")
+    channels: int = field(128, Int(min=1), "C, residual channels of the estimator")
+    n_groups: int = field(16, Int(min=1), "G, rows of the 2-D layout (samples per column)")
+    cond_channels: int = field(80, Int(min=1), "mel bands of the conditioning")
+    height_dilation_cycle: int = field(
+        1, Int(min=1), "layer i dilates height by 2 ** (i % cycle); the official n_layer_per_cycle"
+    )
+    embed_dim: int = field(512, Int(min=1), "D, width of the flow indication embedding (nanoflow)")
+    embed_injection: tuple = field(
+        ("additive", "multiplicative"), Subset(INJECTIONS), "how nanoflow injects the flow embedding"
+    )
+    gate_form: str = field(
+        "ones", Choice(("ones", "exp")), "multiplicative gate: official h + res * g (g from 1) or exp(delta)"
+    )
+    embed_weight_norm: bool = field(True, Bool(), "weight norm on the per-layer embedding projections")
+    shared_layers: int | None = field(
+        None, Int(min=1, optional=True), "nanoflow / decomp: share only the bottom n layers (None: all)"
+    )
+    coupling: str = field("affine", Choice(("affine", "spline")), "element-wise coupling of each flow")
+    spline_bins: int = field(32, Int(min=1), "bins of the rational-quadratic spline coupling")
+    spline_tail_bound: float = field(5.0, Float(min=0.0, min_open=True), "spline interval [-B, B]")
+
+    def check_fields(self) -> None:
+        if self.variant == "nanoflow" and not self.embed_injection:
+            self.fail("embed_injection", "is not allowed: nanoflow needs at least one injection mode")
+        if self.shared_layers is not None:
+            if self.variant not in ("nanoflow", "nanoflow_decomp"):
+                self.fail("shared_layers", f"is not allowed for variant {self.variant!r}: nanoflow or decomp only")
+            if self.shared_layers > self.n_layers:
+                self.fail("shared_layers", f"is not allowed: at most model.n_layers = {self.n_layers}")
+        if self.receptive_rows < self.n_groups:
+            _warn_short_receptive_field(self.receptive_rows, self.n_groups)
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def n_shared(self) -> int:
+        """Estimator layers shared by all flows (0 for WaveFlow)."""
+        if self.variant == "waveflow":
+            return 0
+        return self.n_layers if self.shared_layers is None else self.shared_layers
+
+    @property
+    def n_heads(self) -> int:
+        return 1 if self.variant == "nanoflow_naive" else self.n_flows
+
+    def injects(self, mode: str) -> bool:
+        return self.variant == "nanoflow" and mode in self.embed_injection
+
+    def height_dilation(self, layer: int) -> int:
+        return 2 ** (layer % self.height_dilation_cycle)
+
+    @property
+    def receptive_rows(self) -> int:
+        """Rows above and including the current one that the causal estimator can see (input is shifted,
+        so 1 + the sum of 2*d_h over layers)."""
+        return 1 + sum(2 * self.height_dilation(i) for i in range(self.n_layers))

@@ -1,0 +1,169 @@
+"""What `synth.py` does: read mels (or wavs, through our mel), load a model, synthesise, write wavs.
+
+Inputs are checked before anything is compiled, and every failure is one line naming the file and what
+was expected. WAVs are written atomically, one file at a time, so an error never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import time
+from typing import Any
+
+import jax
+
+from nanoflow_jax.audio.io import write_wav
+from nanoflow_jax.files import resolve_path
+from nanoflow_jax.models import POLICIES
+from nanoflow_jax.models.audio_params import inference_params
+from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field
+from nanoflow_jax.synth.denoise import Denoiser
+from nanoflow_jax.synth.fast import bucket_batch, bucket_frames_for, synthesize
+from nanoflow_jax.synth.loading import load_mel, load_vocoder, wav_mel
+
+DEFAULT_OUT = "synth_out"
+
+
+def _path(doc: str) -> Any:
+    return field(None, Text(nonempty=True, optional=True), doc)
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthArgs(Section):
+    """synth.py's flags (each field is a flag of the same name)."""
+
+    SECTION = "synth.py"
+
+    mel: str | None = _path("A .npy mel spectrogram.")
+    mel_dir: str | None = _path("A folder of .npy mel spectrograms.")
+    wav: str | None = _path("A wav file: copy-synthesis through the model's own mel front-end.")
+    wav_dir: str | None = _path("A folder of wav files (copy-synthesis).")
+    checkpoint: str | None = _path("A workdir or checkpoint folder (ours, or one made by nanoflow_jax.convert).")
+    official: str | None = _path("An official PyTorch checkpoint (.pt); needs --config.")
+    config: str | None = _path("The official JSON config that goes with --official.")
+    out: str | None = _path("Output .wav (one input) or folder (default synth_out/).")
+    temperature: float = field(1.0, Float(min=0.0), "Std of the latent noise (0.6-1.0 is usual).")
+    dtype: str = field("float32", Choice(tuple(POLICIES)), "Precision of the estimator's matmuls.")
+    denoise: float = field(0.0, Float(min=0.0), "Denoiser strength (e.g. 0.01); 0 is off.")
+    batch: int = field(1, Int(min=1), "Mels synthesised together (different lengths are padded, then trimmed).")
+    bucket: int = field(
+        0, Int(min=0), "Pad frame counts to a multiple of this so lengths share compilations (0: four per octave)."
+    )
+    seed: int = field(0, Int(min=0), "Seed of the latent noise.")
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        return f"--{name}"
+
+
+def _files(folder: str, ext: str) -> list[str]:
+    if not os.path.isdir(folder):
+        raise ValueError(f"input folder {folder} does not exist")
+    files = sorted(glob.glob(os.path.join(folder, f"*{ext}")))
+    if not files:
+        raise ValueError(f"no {ext} files in {folder}")
+    return files
+
+
+def _inputs(args: SynthArgs) -> list[tuple[str, str]]:
+    """[(kind, path)] with kind "mel" or "wav"."""
+    given = [
+        (k, v)
+        for k, v in (("mel", args.mel), ("mel_dir", args.mel_dir), ("wav", args.wav), ("wav_dir", args.wav_dir))
+        if v
+    ]
+    if len(given) != 1:
+        raise ValueError("give exactly one input: --mel, --mel-dir, --wav or --wav-dir")
+    kind, path = given[0]
+    if kind == "mel_dir":
+        return [("mel", f) for f in _files(path, ".npy")]
+    if kind == "wav_dir":
+        return [("wav", f) for f in _files(path, ".wav")]
+    if not os.path.exists(path):
+        raise ValueError(f"input file {path} does not exist")
+    return [(kind, path)]
+
+
+def _out_paths(args: SynthArgs, inputs: list[tuple[str, str]]) -> list[str]:
+    stems = [os.path.splitext(os.path.basename(p))[0] + ".wav" for _, p in inputs]
+    single = args.mel or args.wav
+    if single and args.out and not os.path.isdir(args.out):
+        if not args.out.endswith(".wav"):
+            raise ValueError(f"--out {args.out} must end in .wav (or be an existing folder)")
+        return [args.out]
+    return [os.path.join(args.out or DEFAULT_OUT, s) for s in stems]
+
+
+PATHS = ("mel", "mel_dir", "wav", "wav_dir", "checkpoint", "official", "config", "out")
+
+
+def run(args: SynthArgs, log=print) -> list[str]:
+    """Synthesise every input; -> the wav paths written."""
+    args = dataclasses.replace(args, **{k: resolve_path(getattr(args, k)) for k in PATHS if getattr(args, k)})
+    inputs = _inputs(args)
+    outs = _out_paths(args, inputs)
+    model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
+    cfg = model.config
+    mels = []
+    for kind, path in inputs:  # check every input before the first compilation
+        if kind == "mel":
+            mels.append(load_mel(path, cfg.cond_channels, cfg.n_groups))
+        else:
+            mels.append(wav_mel(path, mel_cfg, cfg.n_groups))
+    params = inference_params(model, params)  # once, not in every synthesize call
+    denoiser = Denoiser(model, params, mel_cfg, dtype=args.dtype) if args.denoise > 0 else None
+    rng = jax.random.PRNGKey(args.seed)
+    written, total_audio, total_wall = [], 0.0, 0.0
+    seen_shapes = set()
+    for start in range(0, len(mels), args.batch):
+        chunk = mels[start : start + args.batch]
+        shape = (bucket_batch(len(chunk)), bucket_frames_for(max(m.shape[1] for m in chunk), args.bucket or None))
+        t0 = time.perf_counter()
+        audio = synthesize(
+            model,
+            params,
+            chunk,
+            temperature=args.temperature,
+            dtype=args.dtype,
+            rng=jax.random.fold_in(rng, start),
+            bucket_frames=args.bucket or None,
+        )
+        wall = time.perf_counter() - t0
+        note = "" if shape in seen_shapes else " (includes compiling)"
+        seen_shapes.add(shape)
+        secs = sum(len(a) for a in audio) / mel_cfg.sample_rate
+        total_audio, total_wall = total_audio + secs, total_wall + wall
+        for a, path in zip(audio, outs[start : start + args.batch], strict=True):
+            if denoiser is not None:
+                a = denoiser(a, args.denoise)
+            write_wav(path, a, mel_cfg.sample_rate)
+            written.append(path)
+        names = ", ".join(os.path.basename(p) for p in outs[start : start + args.batch])
+        log(f"{names}: {secs:.2f} s of audio in {wall:.2f} s{note}: {_speed(secs, wall, mel_cfg.sample_rate)}")
+    if len(mels) > 1:
+        log(
+            f"total: {total_audio:.2f} s of audio in {total_wall:.2f} s: "
+            f"{_speed(total_audio, total_wall, mel_cfg.sample_rate)}"
+        )
+    return written
+
+
+def _speed(audio_s: float, wall_s: float, rate: int) -> str:
+    khz = audio_s * rate / wall_s / 1e3
+    return f"{khz:.1f} kHz, real-time factor {wall_s / audio_s:.3f} ({audio_s / wall_s:.1f}x real time)"
+
+
+def define_flags() -> None:
+    """absl flags for every SynthArgs field, with its default and description (checked by SynthArgs)."""
+    from absl import flags
+
+    for f in dataclasses.fields(SynthArgs):
+        define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(type(f.default), flags.DEFINE_string)
+        define(f.name, f.default, f.metadata["doc"])
+
+
+def from_flags(flags: Any) -> SynthArgs:
+    """SynthArgs from parsed absl flags of the same names."""
+    return SynthArgs(**{f.name: getattr(flags, f.name) for f in dataclasses.fields(SynthArgs)})

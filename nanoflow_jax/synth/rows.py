@@ -1,0 +1,118 @@
+"""The estimator of one flow, one row at a time, for the cached inverse.
+
+Row i's coupling parameters come from the estimator applied to rows < i (in the flow's direction). The
+estimator is causal along the rows, so layer j only needs its own input at rows i - 2*d_j, i - d_j and i
+(d_j its height dilation): each layer keeps a cache of its last 2*d_j input rows, and a row costs L
+single-row convolutions. A 3x3 convolution of one row is one matmul: the three cached/new rows
+concatenated on channels (3C) times the kernel laid out as (3C, 3 * 2C), one output block per width tap;
+the blocks are shifted along the width by the tap's dilation and summed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nanoflow_jax.models.audio_config import ModelConfig
+from nanoflow_jax.models.precision import Precision
+
+Array = jax.Array
+HIGHEST = jax.lax.Precision.HIGHEST  # folding weights: once per call, true float32
+
+
+def _conv_as_matmul(kernel: Array) -> Array:
+    """(..., kh, kw, Cin, Cout) -> (..., kh * Cin, kw * Cout): input rows on the left, width taps on
+    the right."""
+    *lead, kh, kw, cin, cout = kernel.shape
+    k = jnp.moveaxis(kernel, -3, -2)  # (..., kh, Cin, kw, Cout)
+    return k.reshape((*lead, kh * cin, kw * cout))
+
+
+def _shift_width(y: Array, offset: int) -> Array:
+    """out[:, w] = y[:, w + offset], zero outside: (B, W, C)."""
+    width = y.shape[1]
+    if offset > 0:
+        return jnp.pad(y[:, offset:], ((0, 0), (0, offset), (0, 0)))
+    return jnp.pad(y[:, : width + offset], ((0, 0), (-offset, 0), (0, 0)))
+
+
+class RowEstimator:
+    """The estimator on one row at a time, with per-layer caches of the rows it needs."""
+
+    def __init__(self, cfg: ModelConfig, width: int, precision: Precision):
+        self.cfg, self.width, self.precision = cfg, width, precision
+        self.dtype = precision.operand_dtype
+        self.dilations = [cfg.height_dilation(j) for j in range(cfg.n_layers)]
+        # width taps of layer j: offset -1, 0, +1 times 2**j; a tap wholly outside the row is dropped
+        self.taps = [[t for t in (-1, 0, 1) if abs(t) * 2**j < width] for j in range(cfg.n_layers)]
+
+    def init_caches(self, batch: int) -> list[Array]:
+        c = self.cfg.channels
+        return [jnp.zeros((batch, self.width, 2 * d * c), self.dtype) for d in self.dilations]
+
+    def layer_weights(self, layer: dict, j: int) -> dict:
+        """One layer's params (inference form) -> the matmul form used per row."""
+        c2 = 2 * self.cfg.channels
+        conv = _conv_as_matmul(layer["conv"]["kernel"])
+        conv = conv.reshape(conv.shape[:-1] + (3, c2))[..., [t + 1 for t in self.taps[j]], :]
+        conv = conv.reshape(conv.shape[:-2] + (-1,))
+        return {
+            "conv": conv.astype(self.dtype),
+            "bias": layer["conv"]["bias"] + layer["cond_proj"]["bias"],
+            "cond": layer["cond_proj"]["kernel"],
+            "res_skip": layer["res_skip"]["kernel"],
+            "res_skip_bias": layer["res_skip"]["bias"],
+        }
+
+    def fold_head(self, layers: list[dict], head: dict) -> tuple[list[dict], Array]:
+        """The coupling parameters are (sum of skips) @ head: fold the head into each layer's skip half,
+        so the res/skip matmul is C -> C + P (C -> P in the last layer, whose residual is unused).
+        -> the layers with `out` kernels and the constant part of the projection."""
+        c = self.cfg.channels
+        folded, const = [], head["bias"]
+        for j, w in enumerate(layers):
+            skip_k = jnp.matmul(w["res_skip"][:, c:], head["kernel"], precision=HIGHEST)
+            const = const + jnp.matmul(w["res_skip_bias"][c:], head["kernel"], precision=HIGHEST)
+            if j < self.cfg.n_layers - 1:
+                out = jnp.concatenate([w["res_skip"][:, :c], skip_k], axis=1)
+                out_bias = jnp.concatenate([w["res_skip_bias"][:c], jnp.zeros(skip_k.shape[1:])])
+            else:
+                out, out_bias = skip_k, jnp.zeros(skip_k.shape[1:])
+            folded.append(dict(w, out=out.astype(self.dtype), out_bias=out_bias))
+        return folded, const
+
+    def step(self, x_prev, caches, layers, front, cond, flow, mask):
+        """One row of the estimator and head: x_prev (B, W) the previous row of this flow's input (zeros
+        for row 0), `layers` per-layer weights with the head folded in, `cond` this row's conditioning
+        terms and biases per layer, (B, W, 2C) each. -> the head's output less its constant part
+        (B, W, P) in float32, and the updated caches."""
+        cfg, c = self.cfg, self.cfg.channels
+        h = x_prev[..., None] * front["kernel"][0] + front["bias"]
+        proj = 0.0
+        new_caches = []
+        for j, (w, cache, d) in enumerate(zip(layers, caches, self.dilations, strict=True)):
+            hm = h.astype(self.dtype)
+            if mask is not None:  # zero beyond each item's own width, as the conv's "same" padding
+                hm = jnp.where(mask, hm, 0)
+            rows = jnp.concatenate([cache[..., :c], cache[..., d * c : (d + 1) * c], hm], axis=-1)
+            new_caches.append(jnp.concatenate([cache[..., c:], hm], axis=-1))
+            y = self.precision.dot(rows, w["conv"])
+            taps = self.taps[j]
+            y = y.reshape(y.shape[:-1] + (len(taps), 2 * c))
+            a = sum(_shift_width(y[..., n, :], t * 2**j) if t else y[..., n, :] for n, t in enumerate(taps))
+            a = a + cond[j]
+            acts = jnp.tanh(a[..., :c]) * jax.nn.sigmoid(a[..., c:])
+            rs = self.precision.dot(acts, w["out"]) + w["out_bias"]
+            if j < cfg.n_layers - 1:
+                proj = proj + rs[..., c:]
+                res = rs[..., :c]
+                if "gates" in flow:
+                    gate = flow["gates"][j]
+                    h = h + res * (jnp.exp(gate) if cfg.gate_form == "exp" else gate)
+                else:
+                    h = (h + res) * math.sqrt(0.5)
+            else:
+                proj = proj + rs
+        return proj, new_caches

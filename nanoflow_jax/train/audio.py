@@ -1,0 +1,169 @@
+"""The audio task: a flow vocoder (WaveFlow / NanoFlow) trained on random crops of a speech corpus, the
+mel computed on the device inside the step; evaluation on fixed test crops and whole test utterances
+(the paper's protocol), and a synthesised test sentence with its mel picture at the end."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nanoflow_jax.audio.io import write_wav
+from nanoflow_jax.audio.mel import mel_spectrogram
+from nanoflow_jax.convert import params_from_state_dict, state_dict_from
+from nanoflow_jax.data import CropLoader, load_splits
+from nanoflow_jax.data.audio_config import HOP, AudioDataConfig
+from nanoflow_jax.errors import DataError
+from nanoflow_jax.models import AudioFlow, ModelConfig
+from nanoflow_jax.models.audio_params import init_params
+from nanoflow_jax.models.params import count_params
+from nanoflow_jax.schema import Bool, Float, Int, Section, field
+from nanoflow_jax.synth import synthesize
+from nanoflow_jax.train import audio_eval
+from nanoflow_jax.train.figures import mel_figure, save_png
+from nanoflow_jax.train.optimizers import adam_halving
+from nanoflow_jax.train.summaries import Writer
+from nanoflow_jax.train.trainer import Task, TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioTrainConfig(TrainConfig):
+    """The official recipe: Adam 1e-3 halved every 200k steps, batch 8, grad-norm clip 5, 1.2M steps."""
+
+    seed: int = field(1234, Int(min=0), "seed of params, data order and noise")
+    batch_size: int = field(8, Int(min=1), "global batch of crops over all devices and hosts")
+    num_steps: int = field(1_200_000, Int(min=1), "optimiser steps of the run")
+    learning_rate: float = field(1e-3, Float(min=0.0, min_open=True), "Adam's initial learning rate")
+    lr_decay_every: int = field(200_000, Int(min=1), "steps between learning-rate decays")
+    lr_decay_factor: float = field(0.5, Float(min=0.0, max=1.0, min_open=True), "learning-rate factor per decay")
+    grad_clip_norm: float = field(5.0, Float(min=0.0), "clip the gradient's global norm to this (0: off)")
+    checkpoint_every: int = field(5000, Int(min=1), "steps between checkpoints")
+    eval_every: int = field(5000, Int(min=1), "steps between evaluations")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioEvalConfig(Section):
+    SECTION = "eval"
+
+    batch_size: int = field(8, Int(min=1), "crops per evaluation batch")
+    num_crops: int = field(64, Int(min=1), "fixed test crops of data.segment_length (at least eval.batch_size)")
+    num_utterances: int | None = field(
+        16, Int(min=0, optional=True), "whole test utterances evaluated (the paper's protocol); None: all"
+    )
+    synthesize: bool = field(True, Bool(), "write samples/step_N.wav and its mel picture at the end of the run")
+    synth_seconds: float = field(
+        3.0, Float(min=0.0, min_open=True), "seconds of the first test utterance to synthesise"
+    )
+    temperature: float = field(0.8, Float(min=0.0), "std of the latent noise of the sample")
+
+    def check_fields(self) -> None:
+        if self.num_crops < self.batch_size:
+            self.fail("num_crops", f"is not allowed: at least eval.batch_size = {self.batch_size}")
+
+
+class AudioTask(Task):
+    SECTIONS: ClassVar[dict[str, type[Section]]] = {
+        "model": ModelConfig,
+        "data": AudioDataConfig,
+        "train": AudioTrainConfig,
+        "eval": AudioEvalConfig,
+    }
+    LOSS_NAME: ClassVar[str] = "loss"
+
+    def __init__(self, sections: dict[str, Section]):
+        super().__init__(sections)
+        t = self.train
+        self.model = AudioFlow(self.model_config, remat=t.remat, dtype=t.compute_dtype)
+        self.eval_model = AudioFlow(self.model_config)  # true float32, no remat
+        self.multiple = math.lcm(HOP, self.model_config.n_groups)
+
+    def check(self, n_devices: int) -> None:
+        m, d = self.model_config, self.data
+        if d.segment_length % m.n_groups:
+            d.fail("segment_length", f"is not allowed: a multiple of model.n_groups = {m.n_groups}")
+        if d.n_mels != m.cond_channels:
+            d.fail("n_mels", f"is not allowed: must equal model.cond_channels = {m.cond_channels}")
+
+    def load_data(self, log: Callable) -> None:
+        self.train_set, self.test_set = load_splits(self.data, log, jax.process_index(), jax.process_count())
+        if len(self.test_set) == 0:
+            raise DataError(
+                f"the test split is empty: {len(self.train_set)} files with test_fraction={self.data.test_fraction}"
+            )
+        self.eval_crops = audio_eval.fixed_crops(self.test_set, self.eval.num_crops, self.data.segment_length)
+        self.nll_fn = audio_eval.make_nll_fn(self.eval_model, self.data)
+        self.utterance_nll_fn = jax.jit(audio_eval.utterance_nll(self.eval_model, self.data))
+
+    def init_variables(self, rng: jax.Array) -> Any:
+        return init_params(self.model, rng)
+
+    def warm_start_file(self, path: str, variables: Any) -> Any:
+        """Params from an official .pt / .npz checkpoint."""
+        return params_from_state_dict(state_dict_from(path), self.model_config)
+
+    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
+        t = self.train
+        return adam_halving(t.learning_rate, t.lr_decay_every, t.lr_decay_factor, t.grad_clip_norm)
+
+    def loss(self, params: Any, batch: jax.Array) -> jax.Array:
+        return audio_eval.audio_nll(self.model, self.data)(params, batch)
+
+    def batches(self, position: int) -> CropLoader:
+        local = self.train.batch_size // jax.process_count()
+        return CropLoader(
+            self.train_set, local, self.data.segment_length, self.train.seed, jax.process_index(), position
+        )
+
+    def evaluate(self, params: Any, step: int, writer: Writer, log: Callable) -> tuple[dict, float]:
+        e = self.eval
+        out = {"eval/nll_crops": audio_eval.nll_on_crops(self.nll_fn, params, self.eval_crops, e.batch_size)}
+        if e.num_utterances != 0:
+            full, _ = audio_eval.nll_on_utterances(
+                self.utterance_nll_fn,
+                params,
+                self.test_set,
+                e.num_utterances,
+                self.multiple,
+                e.batch_size * self.data.segment_length,
+            )
+            out.update({"eval/nll_utterances": full, "eval/ll_utterances": -full})
+        writer.scalars(step, out)
+        log(f"eval at step {step}: " + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in out.items()))
+        return out, out["eval/nll_crops"]
+
+    def finish(self, params: Any, step: int, writer: Writer, workdir: str, log: Callable) -> None:
+        """Synthesise the first test utterance from its mel: samples/step_N.wav and a mel picture."""
+        e = self.eval
+        if not e.synthesize:
+            return
+        audio = self.test_set.load(0)[: int(e.synth_seconds * self.test_set.sample_rate)]
+        audio = audio[: len(audio) // self.multiple * self.multiple]
+        mel = mel_spectrogram(jnp.asarray(audio[None]), self.data)
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed), step)
+        y = synthesize(self.eval_model, params, mel, temperature=e.temperature, rng=rng)[0]
+        out = os.path.join(workdir, "samples")
+        os.makedirs(out, exist_ok=True)
+        if not np.all(np.isfinite(y)):
+            log("synthesis gave non-finite samples; no sample written")
+            return
+        rate = self.test_set.sample_rate
+        write_wav(os.path.join(out, f"step_{step}.wav"), y, rate)
+        mel_syn = np.asarray(mel_spectrogram(jnp.asarray(y[None]), self.data)[0])
+        name = os.path.basename(self.test_set.names[0])
+        panels = {f"ground truth ({name})": np.asarray(mel[0]), f"synthesized, step {step}": mel_syn}
+        img = mel_figure(panels, self.data.hop_length, rate)
+        save_png(os.path.join(out, f"step_{step}_mel.png"), img)
+        writer.audio(step, "sample/synthesized", y, rate)
+        writer.audio(step, "sample/reference", audio[: len(y)], rate)
+        writer.image(step, "sample/mel_reference_vs_synthesized", img)
+        log(f"wrote {out}/step_{step}.wav and step_{step}_mel.png")
+
+    def describe(self, params: Any) -> str:
+        return f"model: {self.model_config.variant}, {count_params(params):,} parameters"

@@ -1,0 +1,42 @@
+"""`train(config, workdir)`: what train.py calls. Checks the whole config (every section, before any data
+is read), picks the task by the model's family, and runs the generic trainer. Rerunning it on the same
+workdir resumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nanoflow_jax.errors import ConfigError
+from nanoflow_jax.files import resolve_path
+from nanoflow_jax.schema import Section
+from nanoflow_jax.train import trainer
+from nanoflow_jax.train.audio import AudioTask
+from nanoflow_jax.train.image import ImageTask
+
+TASKS = {"audio": AudioTask, "image": ImageTask}
+
+
+def task_from_config(config: Any, source: str = "config") -> AudioTask | ImageTask:
+    """The task of a config (ConfigDict or mapping of sections), every section checked: a field that is
+    not allowed is one ConfigError line naming it."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    config = dict(config)
+    kind = dict(config.get("model") or {}).get("kind", "audio")
+    if kind not in TASKS:
+        raise ConfigError(f"{source}: model.kind = {kind!r} is not allowed: one of {', '.join(map(repr, TASKS))}")
+    task_cls = TASKS[kind]
+    unknown = sorted(set(config) - set(task_cls.SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section {unknown[0]!r}; known: {', '.join(task_cls.SECTIONS)}")
+    sections: dict[str, Section] = {
+        name: cls.from_any(config.get(name), source) for name, cls in task_cls.SECTIONS.items()
+    }
+    return task_cls(sections)
+
+
+def train(config: Any, workdir: str, warm_start: str | None = None, log: Callable = print) -> dict:
+    """Train (or resume) `config` in `workdir`; -> the last logged and evaluated metrics."""
+    task = task_from_config(config)
+    return trainer.run(task, resolve_path(workdir), resolve_path(warm_start) if warm_start else None, log)
