@@ -25,6 +25,13 @@ def main() -> None:
     ap.add_argument("--min-frames", type=int, default=64)
     ap.add_argument("--max-frames", type=int, default=128)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--bucket-frames", type=int, default=None, help="nf.synthesize's bucket_frames (default: its)")
+    ap.add_argument(
+        "--padding",
+        default=None,
+        help="instead: one mel of --min-frames frames padded to each of these frame counts (e.g. 65,72,80): "
+        "median time of 3 runs after a warm-up",
+    )
     args = ap.parse_args()
     import jax
     import numpy as np
@@ -34,6 +41,19 @@ def main() -> None:
     model = nf.build_model(nf.ModelConfig(variant="nanoflow", n_flows=8, n_layers=8, channels=128, n_groups=16))
     params = nf.inference_params(model, nf.init_params(model, jax.random.PRNGKey(0)))
     rng = np.random.default_rng(0)
+    if args.padding:
+        import statistics
+
+        mel = rng.standard_normal((80, args.min_frames)).astype(np.float32) - 5.0
+        for padded in (int(f) for f in args.padding.split(",")):
+            nf.synthesize(model, params, mel, dtype=args.dtype, bucket_frames=padded)
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                nf.synthesize(model, params, mel, dtype=args.dtype, bucket_frames=padded)
+                times.append(time.perf_counter() - t0)
+            print(f"{args.min_frames} frames padded to {padded}: {statistics.median(times):.2f} s", flush=True)
+        return
     frames = rng.integers(args.min_frames, args.max_frames, args.count)
     mels = [rng.standard_normal((80, int(f))).astype(np.float32) - 5.0 for f in frames]
     device = jax.devices()[0].device_kind
@@ -41,7 +61,8 @@ def main() -> None:
     for name in ("first pass (compiles)", "second pass"):
         samples, t0 = 0, time.perf_counter()
         for m in mels:
-            samples += len(nf.synthesize(model, params, m, dtype=args.dtype)[0])
+            kw = {} if args.bucket_frames is None else {"bucket_frames": args.bucket_frames}
+            samples += len(nf.synthesize(model, params, m, dtype=args.dtype, **kw)[0])
         wall = time.perf_counter() - t0
         print(f"{name:22s} {wall:7.1f} s  {samples / wall / 1e3:7.2f} kHz", flush=True)
     print(f"distinct mel lengths: {len(set(frames.tolist()))}")

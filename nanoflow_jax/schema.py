@@ -233,8 +233,5 @@ def _plain(v: Any) -> Any:
 
 
 def describe(cls: type) -> list[tuple[str, Any, str, str]]:
-    """(section.field, default, allowed values, meaning) for every field of a section class."""
-    return [
-        (f"{cls.SECTION}.{f.name}", f.default, rule_of(f).describe(), f.metadata["doc"])
-        for f in dataclasses.fields(cls)
-    ]
+    """(how errors name it, default, allowed values, meaning) for every field of a section class."""
+    return [(cls.label(f.name), f.default, rule_of(f).describe(), f.metadata["doc"]) for f in dataclasses.fields(cls)]

@@ -49,7 +49,7 @@ class SynthArgs(Section):
     denoise: float = field(0.0, Float(min=0.0), "Denoiser strength (e.g. 0.01); 0 is off.")
     batch: int = field(1, Int(min=1), "Mels synthesised together (different lengths are padded, then trimmed).")
     bucket: int = field(
-        0, Int(min=0), "Pad frame counts to a multiple of this so lengths share compilations (0: four per octave)."
+        0, Int(min=0), "Pad frame counts to a multiple of this so lengths share compilations (0: eight per octave)."
     )
     seed: int = field(0, Int(min=0), "Seed of the latent noise.")
 

@@ -204,8 +204,8 @@ def synthesize(
     multiple of G). z: the latent noise, (B, T) or a list of (T_i,), else temperature * N(0, 1) from
     `rng` (default PRNGKey(0)). dtype: "float32", "float16" or "bfloat16" for the estimator's matmuls;
     a non-finite result in reduced precision is redone in float32 with a warning.
-    bucket_frames: pad the batch's frame count up to a multiple of this; None (default): to one of four
-    steps per octave (`bucket_frames_for`, at most 25% padding). The batch is padded too (to a power of
+    bucket_frames: pad the batch's frame count up to a multiple of this; None (default): to one of eight
+    steps per octave (`bucket_frames_for`, at most 12.5% padding); 1: no padding. The batch is padded too (to a power of
     two up to 8, then a multiple of 8), so batches of nearby sizes and lengths share one compiled
     program; the outputs are exact all the same (padding is masked and trimmed).
     cache_cond: keep the shared layers' conditioning terms for all rows (default: when under 1 GiB).
@@ -250,10 +250,11 @@ def synthesize(
 
 
 def bucket_frames_for(frames: int, step: int | None = None) -> int:
-    """Frames padded up to a multiple of `step`, or (None) of 2**(floor(log2(frames)) - 2), at least 8:
-    four buckets per octave, at most 25% padding."""
+    """Frames padded up to a multiple of `step`, or (None) of 2**(floor(log2(frames)) - 3), at least 8:
+    eight buckets per octave, at most 12.5% padding (on CPU, where compiling is cheap, padding costs
+    more than it saves: bench/RESULTS.md)."""
     if step is None:
-        step = max(8, 2 ** (max(frames, 1).bit_length() - 3))
+        step = max(8, 2 ** (max(frames, 1).bit_length() - 4))
     return -(-frames // step) * step
 
 
