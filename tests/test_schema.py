@@ -217,7 +217,7 @@ def builds(task) -> None:
 def test_in_range_value_builds_or_reaches_the_first_step(kind, section, name):
     r = rule(kind, section, name)
 
-    @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+    @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
     @given(value=inside(r, default(kind, section, name)))
     def check(value):
         config = base_config(kind)
