@@ -98,7 +98,7 @@ class AudioTask(Task):
                 f"the test split is empty: {len(self.train_set)} files with test_fraction={self.data.test_fraction}"
             )
         self.eval_crops = audio_eval.fixed_crops(self.test_set, self.eval.num_crops, self.data.segment_length)
-        self.nll_fn = audio_eval.make_nll_fn(self.eval_model, self.data)
+        self.nll_fn = jax.jit(audio_eval.audio_nll(self.eval_model, self.data))
         self.utterance_nll_fn = jax.jit(audio_eval.utterance_nll(self.eval_model, self.data))
 
     def init_variables(self, rng: jax.Array) -> Any:
@@ -138,7 +138,7 @@ class AudioTask(Task):
         log(f"eval at step {step}: " + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in out.items()))
         return out, out["eval/nll_crops"]
 
-    def finish(self, params: Any, step: int, writer: Writer, workdir: str, log: Callable) -> None:
+    def finish(self, params: Any, step: int, writer: Writer, log: Callable) -> None:
         """Synthesise the first test utterance from its mel: samples/step_N.wav and a mel picture."""
         e = self.eval
         if not e.synthesize:
@@ -148,7 +148,7 @@ class AudioTask(Task):
         mel = mel_spectrogram(jnp.asarray(audio[None]), self.data)
         rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed), step)
         y = synthesize(self.eval_model, params, mel, temperature=e.temperature, rng=rng)[0]
-        out = os.path.join(workdir, "samples")
+        out = os.path.join(self.workdir, "samples")
         os.makedirs(out, exist_ok=True)
         if not np.all(np.isfinite(y)):
             log("synthesis gave non-finite samples; no sample written")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,10 +26,6 @@ def audio_nll(model, mel_cfg: MelConfig) -> Callable:
         return nll(z, logdet)
 
     return fn
-
-
-def make_nll_fn(model, mel_cfg: MelConfig) -> Callable:
-    return jax.jit(audio_nll(model, mel_cfg))
 
 
 def fixed_crops(data: AudioSet, n: int, length: int, seed: int = 0) -> np.ndarray:

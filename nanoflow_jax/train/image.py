@@ -63,7 +63,9 @@ class ImageTask(Task):
     def __init__(self, sections: dict[str, Section]):
         super().__init__(sections)
         self.model = ImageFlow(self.model_config, dtype=self.train.compute_dtype, remat=self.train.remat)
-        self.eval_model = ImageFlow(self.model_config)
+        model, n = ImageFlow(self.model_config), self.eval.num_samples  # evaluation: float32, built once
+        self.bits_per_dim = jax.jit(lambda v, x: model.apply(v, x, method=ImageFlow.bits_per_dim))
+        self.sample = jax.jit(lambda v, rng, t: model.apply(v, rng, n, t, method=ImageFlow.sample))
 
     def load_data(self, log: Callable) -> None:
         self.train_set, self.test_set = load_image_splits(self.data, log)
@@ -105,7 +107,10 @@ class ImageTask(Task):
 
     def evaluate(self, params: Any, step: int, writer: Writer, log: Callable) -> tuple[dict, float]:
         e = self.eval
-        bpd = evaluate_bpd(self.eval_model, jax.device_get(params), self.test_set[: e.num_images], e.batch_size)
+        n_bits = self.model_config.n_bits
+        bpd = evaluate_bpd(
+            self.bits_per_dim, jax.device_get(params), self.test_set[: e.num_images], e.batch_size, n_bits
+        )
         writer.scalars(step, {"eval/bpd": bpd})
         log(f"eval at step {step}: test bpd {bpd:.4f}")
         if jax.process_index() == 0:
@@ -113,12 +118,11 @@ class ImageTask(Task):
         return {"eval/bpd": bpd}, bpd
 
     def write_samples(self, params: Any, step: int, writer: Writer) -> None:
-        e, model = self.eval, self.eval_model
+        e = self.eval
         out = os.path.join(self.workdir, "samples")
         os.makedirs(out, exist_ok=True)
-        sample = jax.jit(lambda v, rng, t: model.apply(v, rng, e.num_samples, t, method=ImageFlow.sample))
         for temp in e.temperatures:
-            imgs = np.asarray(sample(params, jax.random.PRNGKey(step), float(temp)))
+            imgs = np.asarray(self.sample(params, jax.random.PRNGKey(step), float(temp)))
             grid = grid_figure(imgs, f"{self.model_config.variant} samples, temperature {temp}, step {step}")
             save_png(os.path.join(out, f"step_{step}_t{temp}.png"), grid)
             writer.image(step, f"samples/t{temp}", grid)
@@ -127,13 +131,13 @@ class ImageTask(Task):
         return f"model: {self.model_config.variant}, {count_params(params['params']):,} parameters"
 
 
-def evaluate_bpd(model: ImageFlow, variables: Any, test: np.ndarray, batch: int, seed: int = 0) -> float:
-    """Mean bits per dimension over `test` (dequantised with a fixed seed), in batches of one shape."""
-    fn = jax.jit(lambda v, x: model.apply(v, x, method=ImageFlow.bits_per_dim))
+def evaluate_bpd(fn: Callable, variables: Any, test: np.ndarray, batch: int, n_bits: int, seed: int = 0) -> float:
+    """Mean bits per dimension over `test` (dequantised with a fixed seed) by `fn(variables, x) -> (B,)`, in
+    batches of one shape."""
     rng, total = np.random.default_rng(seed), 0.0
     for i in range(0, len(test), batch):
         chunk = test[i : i + batch]
-        x = dequantize_np(chunk, rng, model.config.n_bits)
+        x = dequantize_np(chunk, rng, n_bits)
         x = np.concatenate([x, np.zeros((batch - len(chunk),) + x.shape[1:], np.float32)])  # one shape
         total += float(np.sum(np.asarray(fn(variables, x))[: len(chunk)]))
     return total / len(test)

@@ -52,6 +52,11 @@ class TrainConfig(Section):
     loss_scale: float = field(2.0**15, Float(min=1.0), "float16: initial dynamic loss scale")
     loss_scale_period: int = field(2000, Int(min=1), "float16: finite steps before the loss scale doubles")
 
+    @property
+    def loss_scaling(self) -> bool:
+        """float16 training scales the loss dynamically (float32 / bfloat16 have the exponent range)."""
+        return self.compute_dtype == "float16"
+
     def check_devices(self, n_devices: int, n_processes: int) -> None:
         if self.batch_size % n_devices or self.batch_size % n_processes:
             self.fail("batch_size", f"is not allowed: a multiple of the {n_devices} devices")
@@ -106,8 +111,8 @@ class Task:
         """-> (metrics, the value the best checkpoint is chosen by)."""
         raise NotImplementedError
 
-    def finish(self, params: Any, step: int, writer: Writer, workdir: str, log: Callable) -> None:
-        """At the last step, on the main process."""
+    def finish(self, params: Any, step: int, writer: Writer, log: Callable) -> None:
+        """At the last step, on the main process (files go under `self.workdir`)."""
 
     def describe(self, params: Any) -> str:
         raise NotImplementedError
@@ -124,7 +129,7 @@ def build_step(task: Task, mesh: jax.sharding.Mesh) -> tuple[optax.GradientTrans
         schedule,
         mesh,
         t.grad_accum_steps,
-        dynamic_scale=t.compute_dtype == "float16",
+        dynamic_scale=t.loss_scaling,
         scale_period=t.loss_scale_period,
     )
     return tx, schedule, step
@@ -134,10 +139,9 @@ def initial_state(task: Task, tx: optax.GradientTransformation, rng: jax.Array, 
     """The train state at step 0 (`abstract`: shapes only, the target a checkpoint restores into)."""
     t = task.train
     init_rng, state_rng = jax.random.split(rng)
-    scale = t.loss_scale if t.compute_dtype == "float16" else 1.0
-    if abstract:
-        return jax.eval_shape(lambda: init_state(task.init_variables(init_rng), tx, state_rng, scale))
-    return init_state(task.init_variables(init_rng), tx, state_rng, scale)
+    scale = t.loss_scale if t.loss_scaling else 1.0
+    make = lambda: init_state(task.init_variables(init_rng), tx, state_rng, scale)  # noqa: E731
+    return jax.eval_shape(make) if abstract else make()
 
 
 def warm_start_params(task: Task, path: str, variables: Any) -> Any:
@@ -191,12 +195,14 @@ def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable =
     def evaluate(step, state):
         return task.evaluate(state.params, step, writer, say)
 
-    state, step, results = run_steps(
-        state, step_fn, loader, mesh, task, workdir, ckpt, writer, say, evaluate, t.num_steps
-    )
-    if main and step == t.num_steps:
-        task.finish(jax.device_get(state.params), step, writer, workdir, say)
-    writer.close()
+    try:
+        state, step, results = run_steps(
+            state, step_fn, loader, mesh, task, workdir, ckpt, writer, say, evaluate, t.num_steps
+        )
+        if main and step == t.num_steps:
+            task.finish(jax.device_get(state.params), step, writer, say)
+    finally:
+        writer.close()
     results["step"] = step
     # printed by every process: multi-host runs can check that all hold the same params
     results["params_checksum"] = float(sum(np.sum(np.abs(np.asarray(x))) for x in jax.tree.leaves(state.params)))
@@ -249,7 +255,7 @@ def run_steps(
                     "learning_rate": float(vals[-1]["learning_rate"]),
                     "samples_per_s": len(vals) * t.batch_size / (time.perf_counter() - t_window),
                 }
-                if t.compute_dtype == "float16":
+                if t.loss_scaling:
                     logged["loss_scale"] = float(vals[-1]["loss_scale"])
                 writer.scalars(
                     step, {f"train/{k}": v for k, v in logged.items()} | {"train/skipped_steps": int(state.skipped)}
