@@ -22,6 +22,11 @@ class AudioDataConfig(MelConfig):
     test_fraction: float = field(
         0.1, Float(min=0.0, max=1.0, min_open=True, max_open=True), "first share of the sorted files kept for test"
     )
+    test_split: str = field(
+        "sorted",
+        Choice(("sorted", "per_folder")),
+        "sorted: the first test_fraction of all files by name; per_folder: of each folder's (per speaker)",
+    )
     hop_length: int = field(HOP, Choice((HOP,)), f"samples per mel frame: {HOP} (the conditioner upsamples x{HOP})")
     max_memory_gb: float = field(
         8.0, Float(min=0.0), "keep the decoded corpus in memory (int16) when it fits in this; else read per crop"

@@ -72,6 +72,18 @@ def list_files(source: str, path: str) -> list[str]:
     return sorted(files, key=os.path.basename)
 
 
+def split_test(files: list[str], fraction: float, how: str = "sorted") -> list[str]:
+    """The test files of a sorted file list: its first `fraction` ("sorted", the official split), or the
+    first `fraction` of each folder's files ("per_folder": every speaker of a multi-speaker corpus held
+    out alike, at least one file each)."""
+    if how == "sorted":
+        return files[: int(len(files) * fraction)]
+    folders: dict[str, list[str]] = {}
+    for f in files:
+        folders.setdefault(os.path.dirname(f), []).append(f)
+    return [f for group in folders.values() for f in group[: max(1, int(len(group) * fraction))]]
+
+
 class _Budget:
     """Bytes left for the in-memory corpus, shared by the decoding threads."""
 
@@ -110,8 +122,9 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
 
         return load_tfds_splits(data, log)
     files = list_files(data.source, data.path)
-    n_test = int(len(files) * data.test_fraction)
-    test_files, train_files = files[:n_test], files[n_test:][process_index::process_count]
+    test_files = split_test(files, data.test_fraction, getattr(data, "test_split", "sorted"))
+    held_out = set(test_files)
+    train_files = [f for f in files if f not in held_out][process_index::process_count]
     mine = test_files + train_files
     max_gb = getattr(data, "max_memory_gb", 8.0)
     budget = _Budget(int(max_gb * 2**30))
@@ -144,5 +157,4 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
             [n for _, _, n in items],
         )
 
-    test_set = set(test_files)
-    return make([g for g in good if g[0] not in test_set]), make([g for g in good if g[0] in test_set])
+    return make([g for g in good if g[0] not in held_out]), make([g for g in good if g[0] in held_out])

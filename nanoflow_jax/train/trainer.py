@@ -51,6 +51,11 @@ class TrainConfig(Section):
     )
     loss_scale: float = field(2.0**15, Float(min=1.0), "float16: initial dynamic loss scale")
     loss_scale_period: int = field(2000, Int(min=1), "float16: finite steps before the loss scale doubles")
+    max_minutes: float | None = field(
+        None,
+        Float(min=0.0, min_open=True, optional=True),
+        "wall-clock budget of one invocation: then checkpoint, evaluate and stop (rerun to continue); None: off",
+    )
 
     @property
     def loss_scaling(self) -> bool:
@@ -199,7 +204,7 @@ def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable =
         state, step, results = run_steps(
             state, step_fn, loader, mesh, task, workdir, ckpt, writer, say, evaluate, t.num_steps
         )
-        if main and step == t.num_steps:
+        if main and (step == t.num_steps or results.get("out_of_time")):
             task.finish(jax.device_get(state.params), step, writer, say)
     finally:
         writer.close()
@@ -208,6 +213,15 @@ def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable =
     results["params_checksum"] = float(sum(np.sum(np.abs(np.asarray(x))) for x in jax.tree.leaves(state.params)))
     log(f"process {proc}: step {step}, params checksum {results['params_checksum']:.9g}")
     return results
+
+
+def _all_agree(flag: bool) -> bool:
+    """True on every process when process 0 says so (hosts' clocks differ; all must stop at one step)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
 def run_steps(
@@ -227,6 +241,7 @@ def run_steps(
     -> (metrics, value the checkpoints keep the best of)`), checkpoints with the data position, and
     SIGTERM (save, then exit). Closes the checkpointer and the loader. -> (state, last step, metrics)."""
     t, name = task.train, task.LOSS_NAME
+    deadline = None if t.max_minutes is None else time.monotonic() + 60.0 * t.max_minutes
     # XLA's CPU all-reduce can deadlock when multi-device steps are queued back to back
     sync_every_step = jax.default_backend() == "cpu" and jax.device_count() > 1
     stop = {"signal": None}
@@ -244,7 +259,8 @@ def run_steps(
             if sync_every_step:
                 jax.block_until_ready(metrics)
             window.append(metrics)
-            last = step == num_steps
+            out_of_time = deadline is not None and step % t.log_every == 0 and _all_agree(time.monotonic() > deadline)
+            last = step == num_steps or out_of_time
             worst = 0
             if step % t.log_every == 0 or last or stop["signal"]:
                 vals = jax.device_get(window)
@@ -283,6 +299,10 @@ def run_steps(
                 ckpt.save(step, state, meta, metrics_for_ckpt)
             if stop["signal"]:
                 say(f"signal {stop['signal']}: saved step {step}, exiting")
+                break
+            if out_of_time:
+                say(f"train.max_minutes={t.max_minutes:g} spent: saved step {step}; rerun the command to continue")
+                results["out_of_time"] = True
                 break
     finally:
         ckpt.wait()

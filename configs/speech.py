@@ -1,0 +1,53 @@
+"""A CPU-sized NanoFlow voice trained on recorded speech: the five Asterisk prompt speakers (en, es, fr,
+it, ru; about two hours), resampled to 22.05 kHz, with the Tacotron2 mel TTS front-ends produce.
+
+    python tools/make_speech_corpus.py --out data/asterisk
+    python train.py --config=configs/speech.py --workdir=runs/speech [--config.train.max_minutes=70]
+
+The model is the largest that a CPU hour trains usefully, measured with bench/speech_sizing.py on a
+2-core machine (C=32: ~2 s a step of 4 x 8192 samples; C=64 G=16: ~13 s): NanoFlow C=32, L=6 layers,
+K=4 flows, G=8 rows, D=64, 182,836 parameters. Float32: bfloat16 is no faster there. 10% of each
+speaker's prompts (by name) are held out. Rerunning the command continues the run. The corpus is
+band-limited to 7 kHz by G.722, so the voice's top band is empty.
+"""
+
+import ml_collections
+
+from configs import common
+from nanoflow_jax.train.audio import AudioTask
+
+RECIPE = dict(
+    model=dict(variant="nanoflow", n_flows=4, n_layers=6, channels=32, n_groups=8, embed_dim=64),
+    data=dict(
+        source="folder",
+        path="data/asterisk",
+        sample_rate=22050,
+        segment_length=8192,
+        test_fraction=0.1,
+        test_split="per_folder",
+    ),
+    train=dict(
+        seed=1234,
+        batch_size=4,
+        num_steps=200_000,
+        learning_rate=1e-3,
+        lr_decay_every=50_000,
+        lr_decay_factor=0.5,
+        grad_clip_norm=5.0,
+        compute_dtype="float32",
+        checkpoint_every=250,
+        keep_checkpoints=40,
+        eval_every=250,
+        log_every=25,
+        max_minutes=70.0,
+    ),
+    eval=dict(batch_size=4, num_crops=16, num_utterances=10, synth_seconds=3.0, temperature=0.8),
+)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg  # one recipe
+    c = ml_collections.ConfigDict()
+    for name, cls in AudioTask.SECTIONS.items():
+        setattr(c, name, common.section(cls, **RECIPE.get(name, {})))
+    return c
