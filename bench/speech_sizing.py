@@ -53,8 +53,13 @@ def time_candidate(name: str, dtype: str, steps: int) -> dict:
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"name": name, "dtype": dtype, "params": count_params(state.params), "step_s": med,
-            "samples_per_s": batch * crop / med}
+    return {
+        "name": name,
+        "dtype": dtype,
+        "params": count_params(state.params),
+        "step_s": med,
+        "samples_per_s": batch * crop / med,
+    }
 
 
 def main() -> None:

@@ -31,6 +31,16 @@ class ConversionError(NanoflowError, ValueError):
     unexpected tensor, a shape, a field the weights contradict)."""
 
 
+class CheckpointError(NanoflowError, ValueError):
+    """A checkpoint folder that cannot be used: missing, unreadable, damaged (an array that does not match
+    the checksum written with it) or holding non-finite values. The message names the folder."""
+
+
+class OutputError(NanoflowError, ValueError):
+    """An output that cannot be written: a read-only or full filesystem, a file where a folder is needed,
+    or a workdir another trainer holds. The message names the path and the reason; nothing partial is left."""
+
+
 class TrainingError(NanoflowError, RuntimeError):
     """The run cannot go on (e.g. too many non-finite steps in a row); the last checkpoint is intact."""
 

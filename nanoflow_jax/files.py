@@ -32,3 +32,45 @@ def resolve_path(path: str | os.PathLike) -> str:
     """A path as a user gave it (flag, config field, argument) -> absolute: `~` expanded, a relative path
     taken from the current directory. Applied once where a path enters the package."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+class WorkdirLock:
+    """An exclusive lock on a folder (its `.lock` file) for the life of a process: a second holder is
+    refused with one line naming the first. The kernel drops the lock when its holder exits, even on
+    kill -9, so no stale lock survives a crash."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str, what: str = "train.py"):
+        import fcntl
+        import socket
+        import time
+
+        from nanoflow_jax.errors import OutputError
+
+        self.path = os.path.join(folder, self.NAME)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(f"cannot use {folder}: {e.strerror}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            raise OutputError(f"{folder} is in use by {holder}; one {what} per folder") from None
+        os.ftruncate(self._fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(self._fd, f"{what} pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> WorkdirLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     langs = [s for s in args.languages.split(",") if s]
     unknown = [s for s in langs if s not in VOICES]
     if unknown:
-        print(f"make_speech_corpus: error: unknown language(s) {unknown}; expected some of {list(VOICES)}", file=sys.stderr)
+        print(
+            f"make_speech_corpus: error: unknown language(s) {unknown}; expected some of {list(VOICES)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         import G722  # noqa: F401
@@ -149,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{VOICES[lang][1]}: {n} prompts, {s / 60:.1f} minutes")
     write_readme(out, summary)
     total = sum(s for _, s in summary.values())
-    print(f"wrote {out}: {sum(n for n, _ in summary.values())} prompts, {total / 60:.1f} minutes, "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {out}: {sum(n for n, _ in summary.values())} prompts, {total / 60:.1f} minutes, "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ import optax
 from nanoflow_jax.checkpoints import Checkpointer, abstract_like, checkpoint_dir, load_checkpoint
 from nanoflow_jax.data.prefetch import device_batches
 from nanoflow_jax.errors import ConfigError, TrainingError
+from nanoflow_jax.files import WorkdirLock, atomic_write
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.params import check_params
 from nanoflow_jax.schema import Bool, Choice, Float, Int, Section, field
@@ -159,6 +160,33 @@ def warm_start_params(task: Task, path: str, variables: Any) -> Any:
     return jax.tree.map(lambda a, b: np.asarray(a, b.dtype), loaded, variables)
 
 
+# fields a resumed run must share with its checkpoint (the rest, e.g. num_steps, may change)
+BINDING = {
+    "model": None,  # every field
+    "data": ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "clamp"),
+}
+
+
+def check_resume_config(stored: Any, current: dict, source: str) -> None:
+    """A ConfigError naming each binding field whose value differs from the checkpoint's config."""
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{source}: the checkpoint holds no config to resume with")
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  tuples and lists alike
+    changed = []
+    for name, fields in BINDING.items():
+        old, new = norm(stored.get(name, {})), norm(current.get(name, {}))
+        if not isinstance(old, dict):
+            raise ConfigError(f"{source}: the stored {name} section is not a mapping")
+        for f in fields or sorted(set(old) | set(new)):
+            if f in old and old.get(f) != new.get(f):
+                changed.append(f"{name}.{f} {old.get(f)!r} -> {new.get(f)!r}")
+    if changed:
+        raise ConfigError(
+            f"config: the checkpoint ({source}) was trained with other values: {', '.join(changed)}; "
+            "resume with the stored values or use a new workdir"
+        )
+
+
 # -- the run ----------------------------------------------------------------------------------------------
 def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable = print) -> dict:
     """Train (or resume) in `workdir` (absolute); -> the last logged and evaluated metrics."""
@@ -175,23 +203,36 @@ def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable =
     task.workdir = workdir
     task.load_data(log if n_proc > 1 else say)  # data errors before anything compiles
 
-    os.makedirs(workdir, exist_ok=True)
-    if main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(task.config_dict(), f, indent=1, default=str)
     tx, schedule, step_fn = build_step(task, mesh)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
-    rng = jax.random.PRNGKey(t.seed)
-    latest, position = ckpt.latest_step(), 0
-    if latest is not None:
-        state, meta = ckpt.restore(latest, abstract_like(initial_state(task, tx, rng, abstract=True)))
-        position = int(meta["data"]["position"])
-        say(f"resumed from step {latest} in {checkpoint_dir(workdir)}")
-    else:
-        state = initial_state(task, tx, rng)
-        if warm_start:
-            state = state.replace(params=warm_start_params(task, warm_start, state.params))
-            say(f"warm start: params from {warm_start}")
+    lock = WorkdirLock(workdir) if main else None  # one trainer per workdir
+    try:
+        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints)
+        rng = jax.random.PRNGKey(t.seed)
+        target = abstract_like(initial_state(task, tx, rng, abstract=True))
+        check = lambda meta, source: check_resume_config(meta.get("config"), task.config_dict(), source)  # noqa: E731
+        found, position = ckpt.restore_newest_good(target, warn=say, check_meta=check), 0
+        if found is not None:
+            latest, state, meta = found
+            position = int(meta["data"]["position"])
+            say(f"resumed from step {latest} in {checkpoint_dir(workdir)}")
+        else:
+            state = initial_state(task, tx, rng)
+            if warm_start:
+                state = state.replace(params=warm_start_params(task, warm_start, state.params))
+                say(f"warm start: params from {warm_start}")
+        if main:  # only once the stored config agrees
+            atomic_write(
+                os.path.join(workdir, "config.json"),
+                lambda f: f.write(json.dumps(task.config_dict(), indent=1, default=str).encode()),
+            )
+        return _train(task, workdir, mesh, state, position, step_fn, ckpt, say, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(task, workdir, mesh, state, position, step_fn, ckpt, say, log) -> dict:
+    t, proc, main = task.train, jax.process_index(), jax.process_index() == 0
     say(task.describe(state.params))
     state = replicate(state, mesh)
     loader = task.batches(position)
@@ -285,9 +326,9 @@ def run_steps(
                 worst = max(worst, int(state.bad_streak))
             if worst >= t.max_bad_steps:
                 raise TrainingError(
-                    f"{worst} non-finite steps in a row by step {step}; stopping. The last "
-                    f"checkpoint in {checkpoint_dir(workdir)} holds the last good params (lower the learning "
-                    "rate or check the data)"
+                    f"{worst} non-finite steps in a row by step {step}; stopping. Non-finite updates are "
+                    f"skipped and non-finite states never saved, so the checkpoints in {checkpoint_dir(workdir)} "
+                    "hold finite params (lower the learning rate or check the data)"
                 )
             metrics_for_ckpt = None
             if step % t.eval_every == 0 or last:
@@ -296,7 +337,8 @@ def run_steps(
                 metrics_for_ckpt = {"eval_loss": best_by}
             if is_ckpt_step:
                 meta = {"config": task.config_dict(), "data": batches.state()}
-                ckpt.save(step, state, meta, metrics_for_ckpt)
+                if not ckpt.save(step, state, meta, metrics_for_ckpt):
+                    say(f"warning: step {step}: the state holds non-finite values; not saved (older checkpoints kept)")
             if stop["signal"]:
                 say(f"signal {stop['signal']}: saved step {step}, exiting")
                 break
