@@ -111,7 +111,7 @@ def test_workdir_lock_refuses_a_second_holder_and_a_killed_one_leaves_none(tmp_p
     with pytest.raises(OutputError, match=f"pid {os.getpid()}"):
         WorkdirLock(str(tmp_path))
     first.release()
-    code = f"import os; from nanoflow_jax.files import WorkdirLock; WorkdirLock({str(tmp_path)!r}); os.kill(os.getpid(), 9)"
+    code = f"import os; from nanoflow_jax.files import WorkdirLock as L; L({str(tmp_path)!r}); os.kill(os.getpid(), 9)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert r.returncode == -9
     WorkdirLock(str(tmp_path)).release()  # the kernel dropped the killed holder's lock
