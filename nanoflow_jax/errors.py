@@ -23,12 +23,22 @@ class DataError(NanoflowError, ValueError):
 
 
 class AudioReadError(NanoflowError, ValueError):
-    """A file that is not readable audio; the data loaders skip such files and count them."""
+    """A file that is not readable audio; the data loaders skip such files and count them by `kind`
+    ("unreadable", "non-finite", "out of range")."""
+
+    def __init__(self, message: str, kind: str = "unreadable"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class ConversionError(NanoflowError, ValueError):
     """An official checkpoint or config that does not match what the converter expects (a missing or
     unexpected tensor, a shape, a field the weights contradict)."""
+
+
+class InputError(NanoflowError, ValueError):
+    """A file handed to us that cannot be read as what it should be: missing, not a regular file (a FIFO,
+    a device, a folder), empty, larger than its limit, or its header contradicting its size."""
 
 
 class CheckpointError(NanoflowError, ValueError):

@@ -28,6 +28,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], su
         raise
 
 
+def check_input_file(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> int:
+    """The size of a regular, non-empty file of at most `max_bytes`; anything else (missing, a FIFO that
+    would block the read, a device, a folder, empty, too large) is an InputError naming it."""
+    import stat
+
+    from nanoflow_jax.errors import InputError
+
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise InputError(f"{what} {path} is {kind}, not a regular file")
+    if st.st_size == 0:
+        raise InputError(f"{what} {path} is empty")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise InputError(f"{what} {path} is {st.st_size} bytes; at most {max_bytes} are allowed")
+    return st.st_size
+
+
 def resolve_path(path: str | os.PathLike) -> str:
     """A path as a user gave it (flag, config field, argument) -> absolute: `~` expanded, a relative path
     taken from the current directory. Applied once where a path enters the package."""

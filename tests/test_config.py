@@ -88,7 +88,7 @@ def test_official_config_errors(tmp_path):
         nf.config_from_official({"waveflow_config": {"res_channels": 64}})
     with pytest.raises(ValueError, match="coupling_type"):
         nf.config_from_official(official("glow"))
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="missing.json does not exist"):
         nf.config_from_official(str(tmp_path / "missing.json"))
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ValueError, match="not valid JSON"):

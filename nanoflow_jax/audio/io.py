@@ -17,17 +17,44 @@ from nanoflow_jax.files import atomic_write
 __all__ = ["AudioReadError", "read_audio", "resample", "write_wav"]
 
 
-def read_audio(path: str | os.PathLike, dtype: str = "float32") -> tuple[np.ndarray, int]:
+MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates a file may declare (a 1 Hz file resampled would explode)
+MAX_SECONDS = 4 * 3600.0  # longest file read by default
+
+
+def read_audio(
+    path: str | os.PathLike, dtype: str = "float32", max_seconds: float = MAX_SECONDS
+) -> tuple[np.ndarray, int]:
     """-> (mono samples, sample rate): float32 in [-1, 1], or int16 with dtype="int16" (full scale
-    32768, as the file stores it for 16-bit PCM). Multi-channel audio is averaged."""
+    32768, as the file stores it for 16-bit PCM). Multi-channel audio is averaged. The header is checked
+    first: a rate outside [1 kHz, 768 kHz], more than `max_seconds` or 8 channels, or NaN / Inf samples
+    are an AudioReadError naming the file."""
     import soundfile
 
     path = os.fspath(path)
+    if not os.path.isfile(path):  # a FIFO would block, a folder is no audio
+        what = "does not exist" if not os.path.exists(path) else "is not a regular file"
+        raise AudioReadError(f"{path}: unreadable audio (it {what})")
+    try:
+        info = soundfile.info(path)
+    except Exception as e:  # libsndfile reports every failure as its own error type
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioReadError(f"{path}: unreadable audio ({reason})") from None
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        msg = f"{path}: sample rate {info.samplerate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz"
+        raise AudioReadError(msg, "out of range")
+    if info.frames > max_seconds * info.samplerate or info.channels > 8:
+        raise AudioReadError(
+            f"{path}: {info.frames / info.samplerate:.0f} s in {info.channels} channels; "
+            f"at most {max_seconds:.0f} s and 8 channels are read",
+            "out of range",
+        )
     try:
         x, sr = soundfile.read(path, dtype=dtype, always_2d=True)
     except Exception as e:  # libsndfile reports every failure as its own error type
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioReadError(f"{path}: unreadable audio ({reason})") from None
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise AudioReadError(f"{path}: holds NaN or Inf samples", "non-finite")
     if x.shape[1] == 1:
         return x[:, 0], sr
     if dtype == "int16":

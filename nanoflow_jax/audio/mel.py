@@ -24,11 +24,11 @@ class MelConfig(Section):
 
     SECTION = "data"
 
-    sample_rate: int = field(22050, Int(min=1), "sample rate of the audio in Hz")
-    n_fft: int = field(1024, Int(min=2), "FFT size of the STFT")
-    hop_length: int = field(256, Int(min=1), "samples between STFT frames")
-    win_length: int = field(1024, Int(min=1), "Hann window length (at most n_fft)")
-    n_mels: int = field(80, Int(min=1), "mel bands")
+    sample_rate: int = field(22050, Int(min=1000, max=384_000), "sample rate of the audio in Hz")
+    n_fft: int = field(1024, Int(min=2, max=16_384), "FFT size of the STFT")
+    hop_length: int = field(256, Int(min=1, max=16_384), "samples between STFT frames")
+    win_length: int = field(1024, Int(min=1, max=16_384), "Hann window length (at most n_fft)")
+    n_mels: int = field(80, Int(min=1, max=512), "mel bands")
     fmin: float = field(0.0, Float(min=0.0), "lowest mel filter edge in Hz")
     fmax: float = field(
         8000.0, Float(min=0.0, min_open=True), "highest mel filter edge in Hz (at most sample_rate / 2)"

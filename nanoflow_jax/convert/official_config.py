@@ -11,22 +11,71 @@ from typing import Any
 import numpy as np
 
 from nanoflow_jax.errors import ConversionError
+from nanoflow_jax.files import check_input_file
 from nanoflow_jax.models.audio_config import VARIANTS, ModelConfig
+
+MAX_CONFIG_BYTES = 1 << 20  # official configs are ~1 KB
+MAX_CONFIG_DEPTH = 8  # they nest two levels
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, iteratively (no recursion to exhaust), stopping past `limit`."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        node, d = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, d)
+            if deepest > limit:
+                return deepest
+            todo.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def read_official(official: Any) -> Mapping:
-    """An official JSON config (path or its dict) as a mapping; unreadable or invalid JSON is a ValueError."""
+    """An official JSON config (path or its dict) as a mapping, its sections mappings; unreadable, invalid,
+    oversized or deeply nested JSON is a ConversionError naming the file."""
+    name = "official config"
     if isinstance(official, (str, os.PathLike)):
+        name = f"official config {official}"
+        check_input_file(official, "official config", max_bytes=MAX_CONFIG_BYTES)
         try:
-            with open(official) as f:
+            with open(official, encoding="utf-8") as f:
                 official = json.load(f)
         except OSError as e:
-            raise ConversionError(f"cannot read official config {official}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise ConversionError(f"official config {official} is not valid JSON: {e}") from None
+            raise ConversionError(f"cannot read {name}: {e.strerror}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConversionError(f"{name} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ConversionError(f"{name} nests deeper than {MAX_CONFIG_DEPTH} levels") from None
     if not isinstance(official, Mapping):
-        raise TypeError(f"official config must be a path or a mapping, got {type(official).__name__}")
+        raise ConversionError(f"{name} must be a JSON object, got {type(official).__name__}")
+    if _depth(dict(official), MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+        raise ConversionError(f"{name} nests deeper than {MAX_CONFIG_DEPTH} levels")
+    for section in ("waveflow_config", "data_config", "train_config"):
+        if section in official and not isinstance(official[section], Mapping):
+            raise ConversionError(f"{name}: {section} must be an object, got {type(official[section]).__name__}")
     return official
+
+
+def official_int(sec: Mapping, key: str, default: Any = None, lo: int = 1, hi: int = 1 << 20) -> int:
+    """An integer field of an official config: a JSON integer (not a bool, not 8.7) within [lo, hi]."""
+    if key not in sec:
+        if default is None:
+            raise ConversionError(f"official config lacks field {key!r}")
+        return default
+    v = sec[key]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ConversionError(f"official config field {key} = {v!r:.40} is not allowed: an integer")
+    if not lo <= v <= hi:
+        raise ConversionError(f"official config field {key} = {v} is not allowed: an integer in [{lo}, {hi}]")
+    return v
+
+
+def official_float(sec: Mapping, key: str, default: float, lo: float = 0.0, hi: float = 1e6) -> float:
+    v = sec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+        raise ConversionError(f"official config field {key} = {v!r:.40} is not allowed: a number in [{lo:g}, {hi:g}]")
+    return float(v)
 
 
 def official_section(official: Any) -> Mapping:
@@ -39,23 +88,20 @@ def config_from_official(official: Any) -> ModelConfig:
     """Model config equivalent to an official NanoFlow JSON config (path, its dict, or its
     `waveflow_config` section)."""
     sec = official_section(official)
-    try:
-        variant = sec.get("coupling_type", "waveflow")
-        if variant not in VARIANTS:
-            raise ConversionError(f"official coupling_type {variant!r} is not one of {VARIANTS}")
-        kw = dict(
-            variant=variant,
-            n_flows=int(sec["n_flow"]),
-            n_layers=int(sec["n_layer"]),
-            channels=int(sec["res_channels"]),
-            n_groups=int(sec["n_height"]),
-            cond_channels=int(sec.get("cin_channels", 80)),
-            height_dilation_cycle=int(sec.get("n_layer_per_cycle", 1)),
-        )
-    except KeyError as e:
-        raise ConversionError(f"official config lacks field {e.args[0]!r}") from None
+    variant = sec.get("coupling_type", "waveflow")
+    if variant not in VARIANTS:
+        raise ConversionError(f"official coupling_type {variant!r:.40} is not one of {VARIANTS}")
+    kw = dict(
+        variant=variant,
+        n_flows=official_int(sec, "n_flow", hi=1024),
+        n_layers=official_int(sec, "n_layer", hi=1024),
+        channels=official_int(sec, "res_channels", hi=1 << 14),
+        n_groups=official_int(sec, "n_height", hi=1024),
+        cond_channels=official_int(sec, "cin_channels", 80, hi=512),
+        height_dilation_cycle=official_int(sec, "n_layer_per_cycle", 1, hi=1024),
+    )
     if variant == "nanoflow":
-        kw["embed_dim"] = int(sec.get("size_flow_embed", 512))
+        kw["embed_dim"] = official_int(sec, "size_flow_embed", 512, hi=1 << 14)
         # the official per-layer embedding projections are always weight-normed; its use_weightnorm_embed
         # puts weight norm on the embedding table itself, which the converter folds into the plain table
         kw["embed_weight_norm"] = True
@@ -67,13 +113,13 @@ def official_data_config(official_config: Any) -> dict:
     official = read_official(official_config)
     d = official.get("data_config", {})
     return {
-        "sample_rate": int(d.get("sampling_rate", 22050)),
-        "n_fft": int(d.get("filter_length", 1024)),
-        "hop_length": int(d.get("hop_length", 256)),
-        "win_length": int(d.get("win_length", 1024)),
-        "n_mels": int(official_section(official).get("cin_channels", 80)),
-        "fmin": float(d.get("mel_fmin", 0.0)),
-        "fmax": float(d.get("mel_fmax", 8000.0)),
+        "sample_rate": official_int(d, "sampling_rate", 22050, lo=1000, hi=384_000),
+        "n_fft": official_int(d, "filter_length", 1024, lo=2, hi=16_384),
+        "hop_length": official_int(d, "hop_length", 256, hi=16_384),
+        "win_length": official_int(d, "win_length", 1024, hi=16_384),
+        "n_mels": official_int(official_section(official), "cin_channels", 80, hi=512),
+        "fmin": official_float(d, "mel_fmin", 0.0),
+        "fmax": official_float(d, "mel_fmax", 8000.0),
     }
 
 

@@ -2,8 +2,9 @@
 
 The official split: files sorted by name, the first `test_fraction` of them (10%: 1310 of LJSpeech's
 13,100) are the test set, the rest train; in a multi-host run each host takes every P-th training file
-and reads only those (and the test set). Each file read is decoded once up front: unreadable, empty,
-silent or clipped files are left out and counted in one summary line, so nothing fails mid-run.
+and reads only those (and the test set). Each file read is decoded once up front: unreadable,
+non-finite, out-of-range, empty, silent or clipped files are left out and counted in one summary
+line, so nothing fails mid-run.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def _check(path: str, sample_rate: int, budget: _Budget):
     """-> (status, int16 samples or None once the memory budget is spent, length, resampled)."""
     try:
         x, sr = read_audio(path)
-    except AudioReadError:
-        return "unreadable", None, 0, False
+    except AudioReadError as e:
+        return e.kind, None, 0, False
     if x.size == 0:
         return "empty", None, 0, False
     peak = float(np.max(np.abs(x)))

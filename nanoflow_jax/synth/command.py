@@ -47,9 +47,13 @@ class SynthArgs(Section):
     temperature: float = field(1.0, Float(min=0.0), "Std of the latent noise (0.6-1.0 is usual).")
     dtype: str = field("float32", Choice(tuple(POLICIES)), "Precision of the estimator's matmuls.")
     denoise: float = field(0.0, Float(min=0.0), "Denoiser strength (e.g. 0.01); 0 is off.")
-    batch: int = field(1, Int(min=1), "Mels synthesised together (different lengths are padded, then trimmed).")
+    batch: int = field(
+        1, Int(min=1, max=1024), "Mels synthesised together (different lengths are padded, then trimmed)."
+    )
     bucket: int = field(
-        0, Int(min=0), "Pad frame counts to a multiple of this so lengths share compilations (0: eight per octave)."
+        0,
+        Int(min=0, max=10_000),
+        "Pad frame counts to a multiple of this so lengths share compilations (0: eight per octave).",
     )
     seed: int = field(0, Int(min=0), "Seed of the latent noise.")
 

@@ -4,6 +4,7 @@ failure is one error naming the file and what was expected."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -14,7 +15,9 @@ from nanoflow_jax.audio.io import read_audio, resample
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
-from nanoflow_jax.models import AudioFlow
+from nanoflow_jax.errors import InputError
+from nanoflow_jax.files import check_input_file
+from nanoflow_jax.models import HOP, AudioFlow
 from nanoflow_jax.synth.fast import min_frames, output_length
 
 
@@ -43,37 +46,86 @@ def load_vocoder(
     raise ValueError("no model: give --checkpoint DIR or --official CKPT.pt --config CONFIG.json")
 
 
-def load_mel(path: str, n_mels: int, n_groups: int) -> np.ndarray:
+# what synthesis holds per output sample: the upsampled conditioning (bands), its intermediates and the
+# samples, ~3 x bands + 16 float32 values (measured scale; the shared layers' cache is capped separately)
+SYNTH_BYTES_PER_SAMPLE_PER_BAND = 12
+NPY_HEADER_BYTES = 1 << 16
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable), or 8 GiB where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def max_mel_frames(n_mels: int, hop: int = HOP) -> int:
+    """The longest mel synthesis may take here: a frame costs hop x (12 x bands + 64) bytes, half of the
+    available memory at most (22.05 kHz, 80 bands: ~262 KB a frame, so 24 GiB free takes ~13 hours)."""
+    return max(available_memory() // 2 // (hop * (SYNTH_BYTES_PER_SAMPLE_PER_BAND * n_mels + 64)), 1)
+
+
+def _npy_header(path: str, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a .npy file, checked against the file's real size before any data
+    is read (a header claiming 40 GB in a 1 KB file is refused here)."""
+    with open(path, "rb") as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f, max_header_size=NPY_HEADER_BYTES)
+        except (ValueError, OSError, EOFError, SyntaxError) as e:
+            raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
+        offset = f.tell()
+    if dtype.hasobject or dtype.kind != "f":
+        raise InputError(f"{path}: mel must hold floating-point values, got dtype {dtype}")
+    need = math.prod(shape) * dtype.itemsize
+    if offset + need != size:
+        raise InputError(f"{path}: its header declares shape {shape} ({need} bytes) but the file holds {size - offset}")
+    return shape, dtype, offset
+
+
+def load_mel(path: str, n_mels: int, n_groups: int, max_frames: int | None = None) -> np.ndarray:
     """A .npy mel as (n_mels, frames) float32: (n_mels, F), (1, n_mels, F), or (F, n_mels) when that
-    reading is the only one that fits."""
+    reading is the only one that fits. The header is checked against the file and the frame count against
+    `max_frames` (default: what this machine's memory can synthesise) before the data is read."""
+    size = check_input_file(path, "mel file")
+    shape, _, _ = _npy_header(path, size)
+    dims = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
+    if len(dims) != 2:
+        raise InputError(f"{path}: mel must be ({n_mels}, frames) or (1, {n_mels}, frames), got shape {shape}")
+    if dims[0] != n_mels and dims[1] != n_mels:
+        raise InputError(f"{path}: mel has shape {shape}; the model expects {n_mels} mel bands")
+    frames = dims[1] if dims[0] == n_mels else dims[0]
+    limit = max_mel_frames(n_mels) if max_frames is None else max_frames
+    if frames > limit:
+        raise InputError(
+            f"{path}: {frames} frames is more than the {limit} this machine's memory can synthesise "
+            f"(~{HOP * (SYNTH_BYTES_PER_SAMPLE_PER_BAND * n_mels + 64) // 1024} KB a frame)"
+        )
     try:
         m = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ValueError(f"mel file {path} does not exist") from None
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
-    if not isinstance(m, np.ndarray) or m.dtype.kind != "f":
-        raise ValueError(f"{path}: mel must hold floating-point values, got dtype {getattr(m, 'dtype', type(m))}")
-    shape = m.shape
-    if m.ndim == 3 and m.shape[0] == 1:
+        raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
+    if m.ndim == 3:
         m = m[0]
-    if m.ndim != 2:
-        raise ValueError(f"{path}: mel must be ({n_mels}, frames) or (1, {n_mels}, frames), got shape {shape}")
     if m.shape[0] != n_mels:
-        if m.shape[1] == n_mels:
-            m = m.T  # (frames, bands)
-        else:
-            raise ValueError(f"{path}: mel has shape {shape}; the model expects {n_mels} mel bands")
+        m = m.T  # (frames, bands)
     if not np.all(np.isfinite(m)):
-        raise ValueError(f"{path}: mel contains NaN or Inf values")
+        raise InputError(f"{path}: mel contains NaN or Inf values")
     need = min_frames(n_groups)
     if m.shape[1] < need:
-        raise ValueError(f"{path}: mel has {m.shape[1]} frames; at least {need} are needed")
+        raise InputError(f"{path}: mel has {m.shape[1]} frames; at least {need} are needed")
     return m.astype(np.float32)
 
 
 def wav_mel(path: str, mel_cfg: MelConfig, n_groups: int) -> np.ndarray:
-    audio, rate = read_audio(path)
+    check_input_file(path, "wav file")
+    audio, rate = read_audio(path, max_seconds=max_mel_frames(mel_cfg.n_mels) * HOP / mel_cfg.sample_rate)
     audio = resample(audio, rate, mel_cfg.sample_rate)
     mel = np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
     if output_length(mel.shape[1], n_groups) <= 0:
