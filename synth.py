@@ -2,7 +2,7 @@
 
     python synth.py --mel file.npy --checkpoint runs/wave_g16 [--out out.wav] [--temperature 0.8]
                     [--dtype bfloat16] [--denoise 0.01]
-    python synth.py --mel-dir mels/ --checkpoint runs/wave_g16 --out wavs/ --batch 8
+    python synth.py --mel_dir mels/ --checkpoint runs/wave_g16 --out wavs/ --batch 8
     python synth.py --wav speech.wav --checkpoint runs/demo          # copy-synthesis through our mel
     python synth.py --mel file.npy --official waveflow.pt --config waveflow.json
 

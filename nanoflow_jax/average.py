@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 
-from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir
+from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, save_params_folder
 from nanoflow_jax.cli import run_cli
 from nanoflow_jax.files import resolve_path
 
@@ -39,11 +39,7 @@ def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tupl
     ckpt.close()
     mean = jax.tree.map(lambda a: (a / len(steps)).astype(np.float32), total)
     out = resolve_path(out) if out else os.path.join(resolve_path(workdir), "averaged")
-    dst = Checkpointer(out, keep=1, async_save=False)
-    dst.save(steps[-1], {"params": mean}, {"config": meta["config"], "averaged_steps": steps})
-    dst.wait()
-    dst.close()
-    return out, steps
+    return save_params_folder(out, steps[-1], mean, {"config": meta["config"], "averaged_steps": steps}), steps
 
 
 def main(argv: list[str] | None = None) -> None:

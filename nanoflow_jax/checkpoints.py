@@ -229,6 +229,44 @@ class Checkpointer:
         self.manager.close()
 
 
+def save_params_folder(out: str, step: int, params: Any, meta: dict) -> str:
+    """Write `{"params": params}` with `meta` as a new one-checkpoint folder `out` (absolute path
+    returned). Written beside it under a temporary name and renamed when complete, so a full or
+    read-only disk leaves nothing under `out`; an existing non-empty `out`, a file at `out` or
+    non-finite params are refused before anything is written."""
+    import shutil
+    import tempfile
+
+    out = resolve_path(out)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        what = "is not empty" if os.path.isdir(out) else "is a file, not a folder"
+        raise OutputError(f"output folder {out} {what}")
+    if bad := non_finite_leaves(params):
+        raise CheckpointError(f"refusing to write {out}: non-finite values in {', '.join(bad[:3])}")
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
+    except OSError as e:
+        raise OutputError(f"cannot write {out}: {e.strerror}") from None
+    try:
+        ckpt = Checkpointer(tmp, keep=1, async_save=False)
+        try:
+            ckpt.save(step, {"params": params}, meta)
+            ckpt.wait()
+        finally:
+            ckpt.close()
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty, checked above
+        os.replace(tmp, out)
+    except OSError as e:
+        raise OutputError(f"cannot write {out}: {e.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def abstract_like(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 

@@ -10,22 +10,31 @@ from typing import IO
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], suffix: str = "") -> None:
-    """Call `write(f)` on a temporary binary file, then rename it to `path` (mode as per the umask)."""
+    """Call `write(f)` on a temporary binary file, then rename it to `path` (mode as per the umask).
+    A filesystem that refuses (read-only, full, a file where a folder should be) is an OutputError
+    naming `path`; the temporary file is removed."""
+    from nanoflow_jax.errors import OutputError
+
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: it is a folder")
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
         with os.fdopen(fd, "wb") as f:
             write(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def check_input_file(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> int:

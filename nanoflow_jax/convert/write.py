@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from nanoflow_jax.checkpoints import Checkpointer
+from nanoflow_jax.checkpoints import save_params_folder
 from nanoflow_jax.convert.official_config import official_data_config, read_official
 from nanoflow_jax.convert.official_params import load_official
+from nanoflow_jax.errors import OutputError
 from nanoflow_jax.files import resolve_path
 
 
@@ -14,8 +15,9 @@ def convert_official(checkpoint: str, official_config: str, out: str) -> str:
     """Write an official checkpoint + config as a checkpoint folder that `nf.load_checkpoint`,
     `synth.py --checkpoint` and `train.py --warm_start` accept; -> the folder (absolute)."""
     out = resolve_path(out)
-    if os.path.exists(out) and os.listdir(out):  # before the (slow) load
-        raise ValueError(f"output folder {out} exists and is not empty")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):  # before the (slow) load
+        what = "is not empty" if os.path.isdir(out) else "is a file, not a folder"
+        raise OutputError(f"output folder {out} {what}")
     official = read_official(official_config)
     model, params = load_official(checkpoint, official)
     config = {
@@ -23,8 +25,4 @@ def convert_official(checkpoint: str, official_config: str, out: str) -> str:
         "data": official_data_config(official),
         "converted_from": resolve_path(checkpoint),
     }
-    ckpt = Checkpointer(out, keep=1, async_save=False)
-    ckpt.save(0, {"params": params}, {"config": config})
-    ckpt.wait()
-    ckpt.close()
-    return out
+    return save_params_folder(out, 0, params, {"config": config})

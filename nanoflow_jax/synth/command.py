@@ -79,7 +79,7 @@ def _inputs(args: SynthArgs) -> list[tuple[str, str]]:
         if v
     ]
     if len(given) != 1:
-        raise ValueError("give exactly one input: --mel, --mel-dir, --wav or --wav-dir")
+        raise ValueError("give exactly one input: --mel, --mel_dir, --wav or --wav_dir")
     kind, path = given[0]
     if kind == "mel_dir":
         return [("mel", f) for f in _files(path, ".npy")]
