@@ -1,0 +1,160 @@
+"""A vocoder measured as speech: copy synthesis of held-out recordings, beside Griffin-Lim from the same mel.
+
+For each held-out utterance (the run's own test split, the first `per_speaker` of each speaker folder):
+the test log-likelihood of the whole utterance (the paper's protocol, nats per sample), every metric of
+`audio.quality` for the model's synthesis and for Griffin-Lim's, and each one's real-time factor (wall
+seconds per audio second, after a warm-up of that shape). Means per speaker and overall.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nanoflow_jax.audio import quality
+from nanoflow_jax.audio.io import read_audio, resample
+from nanoflow_jax.audio.mel import MelConfig
+from nanoflow_jax.data.sources import list_files, split_test
+from nanoflow_jax.errors import DataError
+from nanoflow_jax.models import HOP
+from nanoflow_jax.models.audio_params import inference_params
+from nanoflow_jax.synth.fast import bucket_frames_for, synthesize
+from nanoflow_jax.train.audio_eval import bucket_length, utterance_nll
+
+SYSTEMS = ("model", "griffin_lim")
+COLUMNS = ("ll", *quality.METRICS, "rtf")
+
+
+def held_out(data: dict[str, Any], path: str | None, per_speaker: int | None) -> dict[str, list[str]]:
+    """{speaker folder: its first `per_speaker` test files} of a run's data section (its split rules)."""
+    root = path or data.get("path")
+    source = data.get("source", "folder")
+    if source == "tfds" or not root:
+        raise DataError("evaluation needs a folder of recordings: give --data DIR")
+    files = list_files("folder" if source == "tfds" else source, root)
+    test = split_test(files, data.get("test_fraction", 0.1), data.get("test_split", "sorted"))
+    speakers: dict[str, list[str]] = {}
+    for f in test:
+        folder = os.path.dirname(f)
+        speaker = os.path.basename(os.path.dirname(folder) if os.path.basename(folder) == "wavs" else folder)
+        speakers.setdefault(speaker, []).append(f)
+    return {s: fs[:per_speaker] if per_speaker else fs for s, fs in sorted(speakers.items())}
+
+
+def _progress(i: int, n: int, what: str) -> None:
+    # a one-line counter on stderr: not worth a progress-bar dependency
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r[{i}/{n}] {what[:60]:<60}")
+        sys.stderr.flush()
+    else:
+        print(f"[{i}/{n}] {what}", file=sys.stderr, flush=True)
+
+
+def _timed(fn: Callable[[], np.ndarray], warm: bool) -> tuple[np.ndarray, float]:
+    if warm:
+        fn()  # compile this shape
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def evaluate(
+    model: Any,
+    params: Any,
+    mel_cfg: MelConfig,
+    speakers: dict[str, list[str]],
+    temperature: float = 0.8,
+    seed: int = 0,
+    griffin_lim_iters: int = 32,
+    progress: Callable[[int, int, str], None] = _progress,
+) -> dict[str, Any]:
+    """Per-utterance and mean figures (see the module docstring) as a JSON-ready dict."""
+    cfg = model.config
+    rate, hop = mel_cfg.sample_rate, mel_cfg.hop_length
+    fast_params = inference_params(model, params)
+    nll_fn = jax.jit(utterance_nll(model, mel_cfg))
+    multiple = math.lcm(HOP, cfg.n_groups)
+    rng = jax.random.PRNGKey(seed)
+    files = [(s, f) for s, fs in speakers.items() for f in fs]
+    seen: set[tuple[str, int]] = set()
+    rows = []
+    for i, (speaker, path) in enumerate(files):
+        progress(i, len(files), os.path.basename(path))
+        x, sr = read_audio(path)
+        x = resample(x, sr, rate)
+        t = len(x) // multiple * multiple
+        if t < 8 * hop:
+            continue
+        x = x[:t]
+        padded = bucket_length(t, multiple)
+        audio = np.zeros((1, padded), np.float32)
+        audio[0, :t] = x
+        nll = float(nll_fn(params, jnp.asarray(audio), jnp.asarray([t], jnp.int32))[0])
+        mel = quality.log_mel(x, mel_cfg)
+        key = jax.random.fold_in(rng, i)
+
+        def vocode(mel=mel, key=key):
+            return synthesize(model, fast_params, mel, temperature=temperature, rng=key)[0]
+
+        frames_bucket = ("model", bucket_frames_for(mel.shape[1]))
+        y, wall_model = _timed(vocode, frames_bucket not in seen)
+        seen.add(frames_bucket)
+        g, wall_gl = _timed(lambda mel=mel: quality.griffin_lim(mel, mel_cfg, griffin_lim_iters, seed), False)
+        n = min(len(y), len(g), len(x))  # one reference segment for both systems
+        seconds = n / rate
+        row = {"speaker": speaker, "file": os.path.basename(path), "seconds": seconds, "ll": -nll}
+        for system, out, wall in (("model", y, wall_model), ("griffin_lim", g, wall_gl)):
+            m = quality.all_metrics(x[:n], out[:n], mel, mel_cfg)
+            row[system] = {**m, "rtf": wall / (len(out) / rate)}
+        rows.append(row)
+    progress(len(files), len(files), "done")
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if not rows:
+        raise DataError("no held-out utterance was long enough to evaluate")
+    return {
+        "temperature": temperature,
+        "seed": seed,
+        "griffin_lim_iters": griffin_lim_iters,
+        "sample_rate": rate,
+        "utterances": rows,
+        "per_speaker": {s: _means([r for r in rows if r["speaker"] == s]) for s in speakers},
+        "mean": _means(rows),
+    }
+
+
+def _means(rows: list[dict]) -> dict[str, dict[str, float]]:
+    out = {}
+    for system in SYSTEMS:
+        vals = {}
+        for col in COLUMNS:
+            xs = [r["ll"] if col == "ll" else r[system][col] for r in rows]
+            xs = [v for v in xs if v is not None and math.isfinite(v)]
+            vals[col] = float(np.mean(xs)) if xs else math.nan
+        if system == "griffin_lim":
+            vals["ll"] = math.nan  # Griffin-Lim has no likelihood
+        out[system] = vals
+    out["n"] = len(rows)
+    return out
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Mean per speaker and overall, model beside Griffin-Lim."""
+    head = "| speaker | system | n | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    groups = [*result["per_speaker"].items(), ("**all**", result["mean"])]
+    for speaker, means in groups:
+        for system in SYSTEMS:
+            vals = means[system]
+            cells = ["" if math.isnan(vals[c]) else f"{vals[c]:.3f}" for c in COLUMNS]
+            name = "model" if system == "model" else f"Griffin-Lim ({result['griffin_lim_iters']} it.)"
+            lines.append(f"| {speaker} | {name} | {means['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""python -m nanoflow_jax.evaluate [--checkpoint DIR | --official CKPT.pt --config CONFIG.json]
+       [--data DIR] [--per_speaker 4] [--temperature 0.8] --out results.json
+
+With no model flag, the shipped voice. The held-out prompts are those of the run's (or voice's) own
+test split, read from --data (default: the path the run trained on). Prints a markdown table of the
+means per speaker and overall, model beside Griffin-Lim; --out gets every figure per utterance too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from nanoflow_jax.cli import run_cli
+
+DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.evaluate", description=__doc__.split("\n\n")[1])
+    ap.add_argument("--checkpoint", help="a workdir or checkpoint folder of ours")
+    ap.add_argument("--official", help="an official PyTorch checkpoint (.pt); needs --config")
+    ap.add_argument("--config", help="the official JSON config that goes with --official")
+    ap.add_argument("--data", help="folder of recordings (default: the run's data.path)")
+    ap.add_argument("--per_speaker", type=int, default=4, help="held-out utterances per speaker (0: all)")
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--griffin_lim_iters", type=int, default=32)
+    ap.add_argument("--out", help="JSON file for every figure")
+    args = ap.parse_args(argv)
+
+    def run():
+        from nanoflow_jax.evaluate import evaluate, held_out, markdown_table
+        from nanoflow_jax.files import atomic_write
+
+        if args.per_speaker < 0 or args.temperature < 0 or args.griffin_lim_iters < 1:
+            raise ValueError("--per_speaker and --temperature must be >= 0, --griffin_lim_iters >= 1")
+        model, params, mel_cfg, data, name = _load(args)
+        speakers = held_out(data, args.data, args.per_speaker or None)
+        result = evaluate(model, params, mel_cfg, speakers, args.temperature, args.seed, args.griffin_lim_iters)
+        result = {"model": name, "data": args.data or data.get("path"), "held_out": speakers, **result}
+        print(markdown_table(result))
+        if args.out:
+            text = json.dumps(_json_safe(result), indent=1) + "\n"
+            atomic_write(args.out, lambda f: f.write(text.encode()))
+            print(f"wrote {args.out}")
+
+    run_cli(run, "evaluate")
+
+
+def _load(args):
+    from nanoflow_jax.audio.mel import MelConfig
+    from nanoflow_jax.synth.loading import load_vocoder
+
+    if args.checkpoint:
+        if args.official or args.config:
+            raise ValueError("give either --checkpoint or --official with --config")
+        from nanoflow_jax.checkpoints import load_checkpoint
+
+        config, model, params = load_checkpoint(args.checkpoint)
+        data = dict(DEFAULT_SPLIT)
+        data.update({k: v for k, v in dict(config.get("data", {})).items() if k in (*DEFAULT_SPLIT, "path")})
+        return model, params, MelConfig.from_any(config["data"]), data, args.checkpoint
+    if args.official or args.config:
+        model, params, mel_cfg = load_vocoder(None, args.official, args.config)
+        return model, params, mel_cfg, dict(DEFAULT_SPLIT), args.official
+    from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info
+
+    model, params = load_voice()
+    info = voice_info()
+    return model, params, MelConfig.from_any(info["data"]), info["data"], f"voice {DEFAULT_VOICE}"
+
+
+if __name__ == "__main__":
+    main()
