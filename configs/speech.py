@@ -41,7 +41,7 @@ RECIPE = dict(
         log_every=25,
         max_minutes=70.0,
     ),
-    eval=dict(batch_size=4, num_crops=16, num_utterances=10, synth_seconds=3.0, temperature=0.8),
+    eval=dict(batch_size=4, num_crops=16, num_utterances=10, synth_seconds=3.0, temperature=0.8, quality_utterances=5),
 )
 
 

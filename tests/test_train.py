@@ -307,3 +307,28 @@ def test_whole_utterance_eval_is_bucketed_and_unchanged():
     padded[0, : len(one)] = one
     got = fn(params, jnp.asarray(padded), jnp.asarray([len(one), 0]))
     np.testing.assert_allclose(float(got[0]), per_utterance[3], rtol=1e-5)
+
+
+def test_training_evaluation_scores_copy_synthesis_beside_griffin_lim(monkeypatch):
+    from configs import demo
+    from nanoflow_jax.audio import quality
+    from nanoflow_jax.train.run import task_from_config
+
+    cfg = demo.get_config()
+    cfg.model.update(dict(channels=8, n_layers=2, n_flows=2, embed_dim=8))
+    cfg.eval.update(dict(quality_utterances=2, synth_seconds=0.5))
+    task = task_from_config(cfg)
+    task.load_data(log=lambda *_: None)
+    params = nf.init_params(task.eval_model, jax.random.PRNGKey(0))
+    calls = []
+    inner = quality.griffin_lim
+    monkeypatch.setattr(quality, "griffin_lim", lambda *a, **k: calls.append(1) or inner(*a, **k))
+    first, second = task.quality(params, 0), task.quality(params, 1)
+    assert set(first) == {f"quality/{m}" for m in quality.METRICS} | {
+        f"quality_griffin_lim/{m}" for m in quality.METRICS
+    }
+    assert len(calls) == 2  # the baseline once per utterance, at the first evaluation only
+    gl = {k: v for k, v in first.items() if "griffin" in k}
+    assert gl == {k: v for k, v in second.items() if "griffin" in k}
+    # an untrained model synthesises its latent noise: Griffin-Lim keeps the mel far better
+    assert first["quality/log_mel_l1"] > 2 * first["quality_griffin_lim/log_mel_l1"]

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from nanoflow_jax.audio.io import write_wav
-from nanoflow_jax.audio.mel import mel_spectrogram
+from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.convert import params_from_state_dict, state_dict_from
 from nanoflow_jax.data import CropLoader, load_splits
 from nanoflow_jax.data.audio_config import HOP, AudioDataConfig
@@ -62,6 +62,12 @@ class AudioEvalConfig(Section):
         3.0, Float(min=0.0, min_open=True), "seconds of the first test utterance to synthesise"
     )
     temperature: float = field(0.8, Float(min=0.0), "std of the latent noise of the sample")
+    quality_utterances: int = field(
+        0,
+        Int(min=0, max=64),
+        "test utterances (their first synth_seconds) synthesised at each evaluation and scored with the "
+        "quality metrics (python -m nanoflow_jax.evaluate's), Griffin-Lim's beside them; 0: off",
+    )
 
     def check_fields(self) -> None:
         if self.num_crops < self.batch_size:
@@ -83,6 +89,7 @@ class AudioTask(Task):
         self.model = AudioFlow(self.model_config, remat=t.remat, dtype=t.compute_dtype)
         self.eval_model = AudioFlow(self.model_config)  # true float32, no remat
         self.multiple = math.lcm(HOP, self.model_config.n_groups)
+        self._griffin_lim: dict[str, float] | None = None  # the baseline's quality, once
 
     def check(self, n_devices: int) -> None:
         m, d = self.model_config, self.data
@@ -134,9 +141,44 @@ class AudioTask(Task):
                 e.batch_size * self.data.segment_length,
             )
             out.update({"eval/nll_utterances": full, "eval/ll_utterances": -full})
+        if e.quality_utterances:
+            out.update(self.quality(params, step))
         writer.scalars(step, out)
-        log(f"eval at step {step}: " + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in out.items()))
+        log(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in out.items()))
         return out, out["eval/nll_crops"]
+
+    def quality(self, params: Any, step: int) -> dict[str, float]:
+        """Mean quality metrics of copy synthesis on eval.quality_utterances test utterances, evenly spaced
+        ("quality/..."), and Griffin-Lim's from the same mels ("quality_griffin_lim/...", computed once)."""
+        from nanoflow_jax.audio import quality
+
+        e, cfg = self.eval, MelConfig.from_any(self.data)
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed + 1), step)
+        model_rows, gl_rows = [], []
+        n = min(e.quality_utterances, len(self.test_set))
+        for i in (j * len(self.test_set) // n for j in range(n)):  # spread over the split: every speaker
+            x = self.test_set.load(i)[: int(e.synth_seconds * cfg.sample_rate)]
+            x = x[: len(x) // self.multiple * self.multiple]
+            if len(x) < 8 * cfg.hop_length:
+                continue
+            mel = quality.log_mel(x, cfg)
+            y = synthesize(self.eval_model, params, mel, temperature=e.temperature, rng=jax.random.fold_in(rng, i))[0]
+            n = len(y)
+            if not np.all(np.isfinite(y)):
+                continue
+            model_rows.append(quality.all_metrics(x[:n], y, mel, cfg))
+            if self._griffin_lim is None:
+                gl_rows.append(quality.all_metrics(x[:n], quality.griffin_lim(mel, cfg)[:n], mel, cfg))
+        if self._griffin_lim is None and gl_rows:
+            self._griffin_lim = {
+                f"quality_griffin_lim/{k}": float(np.nanmean([r[k] for r in gl_rows])) for k in gl_rows[0]
+            }
+        out = (
+            {f"quality/{k}": float(np.nanmean([r[k] for r in model_rows])) for k in quality.METRICS}
+            if model_rows
+            else {}
+        )
+        return {**out, **(self._griffin_lim or {})}
 
     def finish(self, params: Any, step: int, writer: Writer, log: Callable) -> None:
         """Synthesise the first test utterance from its mel: samples/step_N.wav and a mel picture."""
