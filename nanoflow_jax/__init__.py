@@ -33,6 +33,20 @@ def load_checkpoint(directory: str, step: int | None = None) -> tuple[Any, Any, 
     return load(directory, step)
 
 
+def load_voice(name: str | None = None) -> tuple[AudioFlow, Any]:
+    """(model, params) of a voice that ships with the package (default: the one synth.py uses)."""
+    from nanoflow_jax import voices
+
+    return voices.load_voice(name or voices.DEFAULT_VOICE)
+
+
+def voice_info(name: str | None = None) -> dict[str, Any]:
+    """A shipped voice's description: model, mel and split settings, training, metrics, credits."""
+    from nanoflow_jax import voices
+
+    return voices.voice_info(name or voices.DEFAULT_VOICE)
+
+
 __all__ = [
     "AudioFlow",
     "GlowConfig",
@@ -45,6 +59,8 @@ __all__ = [
     "inference_params",
     "init_params",
     "load_checkpoint",
+    "load_voice",
+    "voice_info",
     "load_official",
     "mel_spectrogram",
     "nll",

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ from nanoflow_jax.files import resolve_path
 from nanoflow_jax.models import AudioFlow, build_model, model_config
 
 CHECKPOINTS = "checkpoints"
+SPACE_MARGIN = 8 << 20  # bytes a checkpoint needs beyond its arrays (metadata, orbax's temporaries)
 
 
 def checkpoint_dir(path: str) -> str:
@@ -130,6 +132,7 @@ class Checkpointer:
         if non_finite_leaves(state):
             return False
         self.wait()  # the previous save is complete: only now may older ones go
+        self._check_space(step, state)
         self._prune()
         eval_loss = None if not metrics else metrics.get("eval_loss")
         meta = dict(meta, checksums=tree_checksums(state), eval_loss=eval_loss)
@@ -143,6 +146,19 @@ class Checkpointer:
         except Exception as e:  # orbax / tensorstore report a full or read-only disk in their own types
             self._write_failed(e)
         return True
+
+    def _check_space(self, step: int, state: Any) -> None:
+        """Refuse before orbax starts when the disk cannot hold the checkpoint: orbax's writer threads
+        report a full disk as tracebacks of their own, after the fact."""
+        need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(state))
+        free = shutil.disk_usage(self.directory).free
+        if free < need * 5 // 4 + SPACE_MARGIN:
+            good = self.all_steps()
+            before = f"the newest complete checkpoint (step {good[-1]}) is intact" if good else "no earlier checkpoint"
+            raise OutputError(
+                f"could not write checkpoint {step} in {self.directory}: {free / 2**20:.1f} MiB free, "
+                f"{(need * 5 // 4 + SPACE_MARGIN) / 2**20:.1f} MiB needed; {before}"
+            )
 
     def _write_failed(self, e: BaseException) -> None:
         step, self._pending = self._pending, None
@@ -234,7 +250,6 @@ def save_params_folder(out: str, step: int, params: Any, meta: dict) -> str:
     returned). Written beside it under a temporary name and renamed when complete, so a full or
     read-only disk leaves nothing under `out`; an existing non-empty `out`, a file at `out` or
     non-finite params are refused before anything is written."""
-    import shutil
     import tempfile
 
     out = resolve_path(out)
@@ -246,6 +261,9 @@ def save_params_folder(out: str, step: int, params: Any, meta: dict) -> str:
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
+        need = sum(int(np.asarray(leaf).nbytes) for leaf in jax.tree.leaves(params)) * 5 // 4 + SPACE_MARGIN
+        if (free := shutil.disk_usage(parent).free) < need:
+            raise OutputError(f"cannot write {out}: {free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB needed")
         tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
     except OSError as e:
         raise OutputError(f"cannot write {out}: {e.strerror}") from None

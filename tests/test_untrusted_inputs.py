@@ -217,3 +217,23 @@ def test_converter_out_naming_a_file_is_one_line_exit_2(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "is a file, not a folder" in lines[0], r.stderr
     assert out.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["taken"]
+
+
+def test_a_training_checkpoint_on_a_full_disk_is_refused_and_the_last_good_one_stays(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    ckpt = Checkpointer(str(tmp_path / "ckpts"), keep=1, async_save=False)
+    state = {"params": {"w": np.ones(1000, np.float32)}}
+    ckpt.save(1, state, {})
+    ckpt.wait()
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(1 << 30, 1 << 30, 1 << 20))
+    with pytest.raises(OutputError, match=r"1.0 MiB free.*step 1\) is intact") as e:
+        ckpt.save(2, state, {})
+    one_line(e)
+    assert ckpt.all_steps() == [1]  # keep=1 did not prune the good one for a save that never happened
+    monkeypatch.undo()
+    ckpt.close()
+    restored, _ = Checkpointer(str(tmp_path / "ckpts"), create=False).restore(1)
+    np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])

@@ -7,6 +7,7 @@ same folder, renamed into place only once complete.
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -80,6 +81,6 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
     if not np.all(np.isfinite(audio)):
         raise ValueError(f"refusing to write {path}: audio has NaN or Inf values")
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    atomic_write(
-        path, lambda f: soundfile.write(f, pcm, int(sample_rate), subtype="PCM_16", format="WAV"), suffix=".wav"
-    )
+    encoded = io.BytesIO()  # encoded in memory: soundfile's file callbacks would hide a full disk's OSError
+    soundfile.write(encoded, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
+    atomic_write(path, lambda f: f.write(encoded.getbuffer()), suffix=".wav")

@@ -10,26 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 
 from nanoflow_jax.cli import run_cli
 
 DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.evaluate", description=__doc__.split("\n\n")[1])
     ap.add_argument("--checkpoint", help="a workdir or checkpoint folder of ours")
+    ap.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
     ap.add_argument("--official", help="an official PyTorch checkpoint (.pt); needs --config")
     ap.add_argument("--config", help="the official JSON config that goes with --official")
     ap.add_argument("--data", help="folder of recordings (default: the run's data.path)")
@@ -41,18 +32,26 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     def run():
-        from nanoflow_jax.evaluate import evaluate, held_out, markdown_table
+        from nanoflow_jax.evaluate import evaluate, held_out, json_safe, markdown_table
         from nanoflow_jax.files import atomic_write
 
         if args.per_speaker < 0 or args.temperature < 0 or args.griffin_lim_iters < 1:
             raise ValueError("--per_speaker and --temperature must be >= 0, --griffin_lim_iters >= 1")
-        model, params, mel_cfg, data, name = _load(args)
+        model, params, mel_cfg, data, name, step = _load(args)
         speakers = held_out(data, args.data, args.per_speaker or None)
         result = evaluate(model, params, mel_cfg, speakers, args.temperature, args.seed, args.griffin_lim_iters)
-        result = {"model": name, "data": args.data or data.get("path"), "held_out": speakers, **result}
+        command = "python -m nanoflow_jax.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+        result = {
+            "model": name,
+            "step": step,
+            "command": command,
+            "data": args.data or data.get("path"),
+            "held_out": speakers,
+            **result,
+        }
         print(markdown_table(result))
         if args.out:
-            text = json.dumps(_json_safe(result), indent=1) + "\n"
+            text = json.dumps(json_safe(result), indent=1) + "\n"
             atomic_write(args.out, lambda f: f.write(text.encode()))
             print(f"wrote {args.out}")
 
@@ -66,20 +65,26 @@ def _load(args):
     if args.checkpoint:
         if args.official or args.config:
             raise ValueError("give either --checkpoint or --official with --config")
-        from nanoflow_jax.checkpoints import load_checkpoint
+        from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, load_checkpoint
 
-        config, model, params = load_checkpoint(args.checkpoint)
+        config, model, params = load_checkpoint(args.checkpoint, args.step)
+        step = args.step
+        if step is None:
+            ckpt = Checkpointer(checkpoint_dir(args.checkpoint), create=False, async_save=False)
+            step = ckpt.latest_step()
+            ckpt.close()
         data = dict(DEFAULT_SPLIT)
         data.update({k: v for k, v in dict(config.get("data", {})).items() if k in (*DEFAULT_SPLIT, "path")})
-        return model, params, MelConfig.from_any(config["data"]), data, args.checkpoint
+        return model, params, MelConfig.from_any(config["data"]), data, args.checkpoint, step
     if args.official or args.config:
         model, params, mel_cfg = load_vocoder(None, args.official, args.config)
-        return model, params, mel_cfg, dict(DEFAULT_SPLIT), args.official
+        return model, params, mel_cfg, dict(DEFAULT_SPLIT), args.official, None
     from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info
 
     model, params = load_voice()
     info = voice_info()
-    return model, params, MelConfig.from_any(info["data"]), info["data"], f"voice {DEFAULT_VOICE}"
+    step = info.get("training", {}).get("step")
+    return model, params, MelConfig.from_any(info["data"]), info["data"], f"voice {DEFAULT_VOICE}", step
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ class SynthArgs(Section):
     mel_dir: str | None = _path("A folder of .npy mel spectrograms.")
     wav: str | None = _path("A wav file: copy-synthesis through the model's own mel front-end.")
     wav_dir: str | None = _path("A folder of wav files (copy-synthesis).")
-    checkpoint: str | None = _path("A workdir or checkpoint folder (ours, or one made by nanoflow_jax.convert).")
+    checkpoint: str | None = _path(
+        "A workdir or checkpoint folder (ours, or one made by nanoflow_jax.convert); none: the shipped voice."
+    )
     official: str | None = _path("An official PyTorch checkpoint (.pt); needs --config.")
     config: str | None = _path("The official JSON config that goes with --official.")
     out: str | None = _path("Output .wav (one input) or folder (default synth_out/).")
@@ -108,7 +110,14 @@ def run(args: SynthArgs, log=print) -> list[str]:
     args = dataclasses.replace(args, **{k: resolve_path(getattr(args, k)) for k in PATHS if getattr(args, k)})
     inputs = _inputs(args)
     outs = _out_paths(args, inputs)
-    model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
+    if args.checkpoint or args.official or args.config:
+        model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
+    else:
+        from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info, voice_mel_config
+
+        model, params = load_voice()
+        mel_cfg = voice_mel_config()
+        log(f"no --checkpoint or --official: the shipped voice {DEFAULT_VOICE} ({voice_info()['summary']})")
     cfg = model.config
     mels = []
     for kind, path in inputs:  # check every input before the first compilation

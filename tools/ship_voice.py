@@ -1,0 +1,98 @@
+"""Make a checkpoint the package's shipped voice: nanoflow_jax/voices/NAME/{params.npz, voice.json, LICENSE.txt}.
+
+    python tools/ship_voice.py --checkpoint runs/speech --name asterisk5 \
+        --evaluation bench/speech_eval.json --commit 5c875a5 --minutes 95 --cpu "2-core Intel Xeon"
+
+voice.json records the model and mel settings, the held-out split, how it was trained and the means of
+the evaluation (python -m nanoflow_jax.evaluate --checkpoint ... --out FILE.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+CREDITS = [
+    "Allison Smith (en_US, es_MX prompts), CC-BY-SA-3.0, asterisk-core-sounds-en / -es",
+    "June Wallack (fr_CA prompts), CC-BY-SA-3.0, asterisk-core-sounds-fr",
+    "Carlo Flora (it_IT prompts), CC-BY-3.0, asterisk-core-sounds-it",
+    "Maxim Topal, ivrvoice.ru (ru_RU prompts), CC-BY-3.0, asterisk-core-sounds-ru",
+]
+LICENSE_TEXT = """The asterisk5 voice: NanoFlow params trained by nanoflow-jax on the Asterisk telephony prompts
+(Debian packages asterisk-core-sounds-{en,es,fr,it,ru}-g722), recorded by:
+
+{credits}
+
+Recordings financed in part by Digium, Inc. (see each package's copyright file, which
+tools/make_speech_corpus.py copies beside the corpus as COPYRIGHT with the full licence texts).
+
+The params are offered under the Creative Commons Attribution-ShareAlike 3.0 licence (CC-BY-SA-3.0:
+https://creativecommons.org/licenses/by-sa/3.0/), the terms of the ShareAlike part of the recordings,
+with the attribution above. The code that trained them is under the project's own licence.
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--step", type=int, default=None, help="default: the newest")
+    ap.add_argument("--name", default="asterisk5")
+    ap.add_argument("--evaluation", required=True, help="JSON written by python -m nanoflow_jax.evaluate")
+    ap.add_argument("--commit", required=True, help="the commit the run trained at")
+    ap.add_argument("--minutes", type=float, required=True, help="CPU minutes of training")
+    ap.add_argument("--cpu", required=True, help="the machine it trained on")
+    args = ap.parse_args()
+
+    from nanoflow_jax.checkpoints import load_checkpoint
+    from nanoflow_jax.models.params import count_params
+    from nanoflow_jax.voices import VOICES, write_voice
+
+    config, model, params = load_checkpoint(args.checkpoint, args.step)
+    with open(args.evaluation, encoding="utf-8") as f:
+        evaluation = json.load(f)
+    steps = int(config.get("train", {}).get("num_steps", 0))
+    step = evaluation.get("step")
+    m = model.config
+    data = dict(config["data"])
+    info = {
+        "name": args.name,
+        "summary": (
+            f"NanoFlow C={m.channels} L={m.n_layers} K={m.n_flows} G={m.n_groups}, {count_params(params):,} params, "
+            f"{data['sample_rate']} Hz Tacotron2 mel (hop {data['hop_length']}, fmax {data['fmax']:g}), "
+            f"trained on five Asterisk prompt speakers"
+        ),
+        "model": m.to_dict(),
+        "data": data,
+        "training": {
+            "config": "configs/speech.py",
+            "command": "python tools/make_speech_corpus.py --out data/asterisk && python train.py "
+            "--config=configs/speech.py --workdir=runs/speech",
+            "commit": args.commit,
+            "step": step,
+            "cpu_minutes": args.minutes,
+            "cpu": args.cpu,
+            "planned_steps": steps,
+        },
+        "evaluation": {
+            "command": evaluation.get("command"),
+            "temperature": evaluation["temperature"],
+            "held_out": {s: [os.path.basename(f) for f in fs] for s, fs in evaluation["held_out"].items()},
+            "mean": evaluation["mean"],
+            "per_speaker": evaluation["per_speaker"],
+        },
+        "licence": "CC-BY-SA-3.0",
+        "credits": CREDITS,
+    }
+    folder = os.path.join(VOICES, args.name)
+    write_voice(folder, params, info)
+    with open(os.path.join(folder, "LICENSE.txt"), "w", encoding="utf-8") as f:
+        f.write(LICENSE_TEXT.format(credits="\n".join(f"- {c}" for c in CREDITS)))
+    print(f"wrote {folder}: {os.path.getsize(os.path.join(folder, 'params.npz')) / 1e6:.2f} MB of params")
+
+
+if __name__ == "__main__":
+    main()
