@@ -4,6 +4,7 @@ import os
 
 import ml_collections
 import numpy as np
+import soundfile
 import pytest
 
 from nanoflow_jax.audio import write_wav
@@ -42,6 +43,10 @@ def make_folder(tmp_path):
     write_wav(tmp_path / "clipped.wav", clipped, 22050)
     write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 22050)
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF....not really a wave file")
+    nan = np.full(3000, 0.1, np.float32)
+    nan[7] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, 22050, subtype="FLOAT")
+    soundfile.write(tmp_path / "one_hz.wav", np.zeros(10, np.float32), 1, subtype="FLOAT")
     sub = tmp_path / "other_rate"
     sub.mkdir()
     write_wav(sub / "good_16k.wav", 0.1 * rng.standard_normal(1600).astype(np.float32), 16000)
@@ -53,9 +58,10 @@ def test_bad_files_are_skipped_with_one_summary_line(tmp_path):
     logs = []
     train, test = load_splits(data_cfg(tmp_path), log=logs.append)
     assert logs == [
-        "data: 11 of 15 files usable, skipped 1 clipped, 1 empty, 1 silent, 1 unreadable; 1 resampled to 22050 Hz"
+        "data: 11 of 17 files usable, skipped 1 clipped, 1 empty, 1 non-finite, 1 out of range, 1 silent, "
+        "1 unreadable; 1 resampled to 22050 Hz"
     ]
-    # the split is by name, before the checks: the test file (first of 15) was the clipped one
+    # the split is by name, before the checks: the test file (first of 17) was the clipped one
     assert len(train) == 11 and len(test) == 0
     i = [os.path.basename(n) for n in train.names].index("good_16k.wav")
     assert train.lengths[i] == 2205  # 1600 samples at 16 kHz

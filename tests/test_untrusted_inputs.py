@@ -237,3 +237,25 @@ def test_a_training_checkpoint_on_a_full_disk_is_refused_and_the_last_good_one_s
     ckpt.close()
     restored, _ = Checkpointer(str(tmp_path / "ckpts"), create=False).restore(1)
     np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])
+
+
+def test_synth_on_a_damaged_checkpoint_is_one_line_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    from nanoflow_jax.convert.write import convert_official
+
+    pt = os.path.join(ROOT, "tests", "data", "nanoflow_small_official_ckpt.pt")
+    folder = convert_official(pt, OFFICIAL, str(tmp_path / "ckpt"))
+    arrays = [os.path.join(d, n) for d, _, ns in os.walk(folder) for n in ns if d.endswith(os.sep + "d")]
+    big = max(arrays, key=os.path.getsize)
+    data = bytearray(open(big, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(big, "wb").write(bytes(data))
+    mel = tmp_path / "m.npy"
+    np.save(mel, np.zeros((80, 20), np.float32))
+    cmd = [sys.executable, "synth.py", "--mel", str(mel), "--checkpoint", folder, "--out", str(tmp_path / "o.wav")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and folder in lines[0], r.stderr
+    assert not (tmp_path / "o.wav").exists()
