@@ -4,8 +4,8 @@ import os
 
 import ml_collections
 import numpy as np
-import soundfile
 import pytest
+import soundfile
 
 from nanoflow_jax.audio import write_wav
 from nanoflow_jax.data import DEMO_CORPUS, CropLoader, DataError, list_files, load_splits
