@@ -44,7 +44,6 @@ def untrained(tmp_path_factory):
     return save_params_folder(str(folder), 0, params, {"config": {"model": cfg.to_dict(), "data": data}})
 
 
-@pytest.mark.slow
 def test_evaluate_writes_the_table_and_every_figure(untrained, tmp_path, capsys):
     out = tmp_path / "eval.json"
     main(["--checkpoint", untrained, "--per_speaker", "1", "--griffin_lim_iters", "4", "--out", str(out)])

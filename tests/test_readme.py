@@ -77,7 +77,6 @@ def test_setup_commands_use_the_lock_and_ci_runs_the_test_command():
     assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "soundfile", "soxr", "pytest"} <= locked
 
 
-@pytest.mark.slow
 def test_readme_main_job_and_synthesis_run_as_written(tmp_path):
     """The README's first train.py command, in a fresh copy with its relative --workdir: the demo trains
     (eval NLL falls), checkpoints, writes its sample; then the README's synth.py command against that
@@ -118,7 +117,6 @@ def test_readme_main_job_and_synthesis_run_as_written(tmp_path):
     assert config.model.channels == 32 and model.config.channels == 32
 
 
-@pytest.mark.slow
 def test_readme_library_snippet_runs(capsys):
     snippet = re.findall(r"```python\n(.*?)```", README, re.S)[0]
     exec(compile(snippet, "README.md", "exec"), {})

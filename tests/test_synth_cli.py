@@ -105,7 +105,6 @@ def _synth(*args, cwd=ROOT):
     )
 
 
-@pytest.mark.slow
 def test_cli_official_checkpoint_and_errors(golden, tmp_path, capsys):
     mel = tmp_path / "m.npy"
     np.save(mel, golden["mel"][0, :, :12])

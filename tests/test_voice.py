@@ -1,6 +1,9 @@
 """The voice that ships: it loads for library users and is synth.py's default; a voice folder round-trips."""
 
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -25,3 +28,41 @@ def test_a_voice_folder_round_trips(tmp_path, monkeypatch):
     assert voices.voice_mel_config("tiny").sample_rate == 16000
     with pytest.raises(nf.errors.ConfigError, match="no voice 'other'"):
         voices.load_voice("other")
+
+
+def test_the_shipped_voice_loads_with_its_licence_and_measured_metrics():
+    model, params = nf.load_voice()
+    info = nf.voice_info()
+    assert model.config == nf.ModelConfig(**info["model"])
+    assert nf.count_params(params) == int(info["summary"].split(", ")[1].split()[0].replace(",", ""))
+    assert info["licence"] == "CC-BY-SA-3.0" and len(info["credits"]) == 4
+    assert os.path.isfile(os.path.join(voices.voice_dir(), "LICENSE.txt"))
+    mean = info["evaluation"]["mean"]
+    assert set(mean) >= {"model", "griffin_lim"} and mean["model"]["ll"] > 0
+    assert info["data"]["sample_rate"] == 22050 and info["data"]["hop_length"] == 256
+
+
+def test_synth_with_no_model_flag_uses_the_shipped_voice(tmp_path):
+    import soundfile
+
+    from nanoflow_jax.audio.quality import log_mel
+
+    x, sr = nf.audio.read_audio(
+        os.path.join(ROOT, "tests", "data", "asterisk_sample", "en_US_f_Allison", "wavs", "en-activated.wav")
+    )
+    mel = log_mel(nf.audio.resample(x, sr, 22050), voices.voice_mel_config())
+    np.save(tmp_path / "m.npy", mel.astype(np.float32))
+    out = tmp_path / "o.wav"
+    r = subprocess.run(
+        [sys.executable, "synth.py", "--mel", str(tmp_path / "m.npy"), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "the shipped voice asterisk5 (NanoFlow" in r.stdout + r.stderr
+    y, rate = soundfile.read(out)
+    assert rate == 22050 and len(y) == 256 * (mel.shape[1] - 3)
+    assert 0.001 < np.sqrt(np.mean(y**2)) < 0.9  # neither silence nor a blown-up output
+    json.dumps(nf.voice_info())  # the description is plain JSON

@@ -24,6 +24,7 @@ import numpy as np
 
 from nanoflow_jax.audio.io import resample
 from nanoflow_jax.audio.mel import MelConfig
+from nanoflow_jax.errors import InputError
 
 STFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))  # (n_fft, hop, window)
 N_CEPSTRA = 24
@@ -36,7 +37,7 @@ def _aligned(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref, deg = np.asarray(ref, np.float64).reshape(-1), np.asarray(deg, np.float64).reshape(-1)
     n = min(len(ref), len(deg))
     if n == 0:
-        raise ValueError("quality metrics need non-empty audio")
+        raise InputError("quality metrics need non-empty audio")
     return ref[:n], deg[:n]
 
 

@@ -13,6 +13,7 @@ import json
 import sys
 
 from nanoflow_jax.cli import run_cli
+from nanoflow_jax.errors import ConfigError
 
 DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         from nanoflow_jax.files import atomic_write
 
         if args.per_speaker < 0 or args.temperature < 0 or args.griffin_lim_iters < 1:
-            raise ValueError("--per_speaker and --temperature must be >= 0, --griffin_lim_iters >= 1")
+            raise ConfigError("--per_speaker and --temperature must be >= 0, --griffin_lim_iters >= 1")
         model, params, mel_cfg, data, name, step = _load(args)
         speakers = held_out(data, args.data, args.per_speaker or None)
         result = evaluate(model, params, mel_cfg, speakers, args.temperature, args.seed, args.griffin_lim_iters)
@@ -64,7 +65,7 @@ def _load(args):
 
     if args.checkpoint:
         if args.official or args.config:
-            raise ValueError("give either --checkpoint or --official with --config")
+            raise ConfigError("give either --checkpoint or --official with --config")
         from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, load_checkpoint
 
         config, model, params = load_checkpoint(args.checkpoint, args.step)
