@@ -13,7 +13,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 CANDIDATES = {  # name: (model fields, batch, crop samples)
@@ -27,6 +26,7 @@ def time_candidate(name: str, dtype: str, steps: int) -> dict:
     import jax
     import numpy as np
 
+    from bench.train_step import timed_steps
     from configs import ljspeech
     from nanoflow_jax.models.params import count_params
     from nanoflow_jax.train.run import task_from_config
@@ -44,14 +44,7 @@ def time_candidate(name: str, dtype: str, steps: int) -> dict:
     audio = 0.1 * np.random.default_rng(0).standard_normal((batch, crop)).astype(np.float32)
     x = global_batch(audio, mesh)
     compiled = step.lower(state, x).compile()
-    state, m = compiled(state, x)
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, m = compiled(state, x)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
+    state, _, times = timed_steps(compiled, state, x, steps)
     med = statistics.median(times)
     return {
         "name": name,

@@ -28,6 +28,21 @@ MODES = {
 }
 
 
+def timed_steps(compiled, state, batch, steps: int):
+    """One warm-up step, then `steps` timed ones, each blocked on: -> (state, last metrics, seconds)."""
+    import jax
+
+    state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, m = compiled(state, batch)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    return state, m, times
+
+
 def run_one(mode: str, steps: int) -> dict:
     sys.path.insert(0, ROOT)
     import jax
@@ -50,14 +65,7 @@ def run_one(mode: str, steps: int) -> dict:
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    state, m = compiled(state, batch)
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, m = compiled(state, batch)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
+    state, m, times = timed_steps(compiled, state, batch, steps)
     return {
         "mode": mode,
         "median_s": statistics.median(times),
