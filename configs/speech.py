@@ -4,11 +4,11 @@ it, ru; about two hours), resampled to 22.05 kHz, with the Tacotron2 mel TTS fro
     python tools/make_speech_corpus.py --out data/asterisk
     python train.py --config=configs/speech.py --workdir=runs/speech [--config.train.max_minutes=70]
 
-The model is the largest that a CPU hour trains usefully, measured with bench/speech_sizing.py on a
-2-core machine (C=32: ~2 s a step of 4 x 8192 samples; C=64 G=16: ~13 s): NanoFlow C=32, L=6 layers,
-K=4 flows, G=8 rows, D=64, 182,836 parameters. Float32: bfloat16 is no faster there. 10% of each
-speaker's prompts (by name) are held out. Rerunning the command continues the run. The corpus is
-band-limited to 7 kHz by G.722, so the voice's top band is empty.
+The model is the largest that a CPU hour trains usefully, chosen with bench/speech_sizing.py (figures in
+bench/RESULTS.md): NanoFlow C=32, L=6 layers, K=4 flows, G=8 rows, D=64, 182,836 parameters, batch
+4 x 8192 samples, float32. 10% of each speaker's prompts (by name) are held out; five of them are scored
+with the quality metrics at each evaluation. Rerunning the command continues the run. The corpus is
+band-limited to 7 kHz by G.722, so the voice's top mel bands are learnt from near-silence.
 """
 
 import ml_collections

@@ -48,10 +48,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from nanoflow_jax.checkpoints import load_checkpoint
+    from nanoflow_jax.models.audio_params import inference_params
     from nanoflow_jax.models.params import count_params
     from nanoflow_jax.voices import VOICES, write_voice
 
     config, model, params = load_checkpoint(args.checkpoint, args.step)
+    params = inference_params(model, params)  # weight norm and the flow embedding folded: what synthesis reads
     with open(args.evaluation, encoding="utf-8") as f:
         evaluation = json.load(f)
     steps = int(config.get("train", {}).get("num_steps", 0))

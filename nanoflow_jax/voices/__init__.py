@@ -42,7 +42,8 @@ def voice_mel_config(name: str = DEFAULT_VOICE) -> MelConfig:
 
 
 def load_voice(name: str = DEFAULT_VOICE) -> tuple[AudioFlow, Any]:
-    """(model, params) of a shipped voice; params as a checkpoint holds them (`nf.synthesize` takes them)."""
+    """(model, params) of a shipped voice; params in their inference form (weight norm folded, see
+    `nf.inference_params`), which `nf.synthesize` and `model.apply` both take."""
     from flax.traverse_util import unflatten_dict
 
     info = voice_info(name)
