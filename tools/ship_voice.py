@@ -53,6 +53,7 @@ def main() -> None:
     from nanoflow_jax.voices import VOICES, write_voice
 
     config, model, params = load_checkpoint(args.checkpoint, args.step)
+    n_params = count_params(params)
     params = inference_params(model, params)  # weight norm and the flow embedding folded: what synthesis reads
     with open(args.evaluation, encoding="utf-8") as f:
         evaluation = json.load(f)
@@ -63,11 +64,12 @@ def main() -> None:
     info = {
         "name": args.name,
         "summary": (
-            f"NanoFlow C={m.channels} L={m.n_layers} K={m.n_flows} G={m.n_groups}, {count_params(params):,} params, "
+            f"NanoFlow C={m.channels} L={m.n_layers} K={m.n_flows} G={m.n_groups}, {n_params:,} params, "
             f"{data['sample_rate']} Hz Tacotron2 mel (hop {data['hop_length']}, fmax {data['fmax']:g}), "
             f"trained on five Asterisk prompt speakers"
         ),
         "model": m.to_dict(),
+        "param_count": {"training_form": n_params, "inference_form": count_params(params)},
         "data": data,
         "training": {
             "config": "configs/speech.py",
