@@ -80,3 +80,10 @@ def test_evaluate_bad_arguments_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--per_speaker", "-1"])
     assert e.value.code == 2 and "--per_speaker" in capsys.readouterr().err
+
+
+def test_evaluate_without_the_corpus_says_how_to_make_it(untrained, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", untrained, "--data", str(tmp_path / "missing")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "tools/make_speech_corpus.py" in err[0]

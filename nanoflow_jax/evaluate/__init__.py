@@ -39,7 +39,12 @@ def held_out(data: dict[str, Any], path: str | None, per_speaker: int | None) ->
     source = data.get("source", "folder")
     if source == "tfds" or not root:
         raise DataError("evaluation needs a folder of recordings: give --data DIR")
-    files = list_files("folder" if source == "tfds" else source, root)
+    if source == "folder" and not os.path.isdir(root):
+        raise DataError(
+            f"no recordings at {root}: give --data DIR (for the shipped voice's corpus: "
+            f"python tools/make_speech_corpus.py --out {root})"
+        )
+    files = list_files(source, root)
     test = split_test(files, data.get("test_fraction", 0.1), data.get("test_split", "sorted"))
     speakers: dict[str, list[str]] = {}
     for f in test:
