@@ -109,7 +109,7 @@ def evaluate(
         key = jax.random.fold_in(rng, i)
 
         def vocode(mel=mel, key=key):
-            return synthesize(model, fast_params, mel, temperature=temperature, rng=key)[0]
+            return np.asarray(synthesize(model, fast_params, mel, temperature=temperature, rng=key)[0])  # blocks
 
         frames_bucket = ("model", bucket_frames_for(mel.shape[1]))
         y, wall_model = _timed(vocode, frames_bucket not in seen)
