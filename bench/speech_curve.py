@@ -25,7 +25,7 @@ PANELS = (
     ("mcd_db", "MCD (dB)"),
     ("stoi", "STOI"),
     ("pesq_wb", "PESQ (wideband)"),
-    ("f0_rmse_cents", "F0 RMSE (cents)"),
+    ("lsd_db", "log-spectral distance (dB)"),
 )
 
 

@@ -23,7 +23,7 @@ CREDITS = [
     "Maxim Topal, ivrvoice.ru (ru_RU prompts), CC-BY-3.0, asterisk-core-sounds-ru",
 ]
 LICENSE_TEXT = """The asterisk5 voice: NanoFlow params trained by nanoflow-jax on the Asterisk telephony prompts
-(Debian packages asterisk-core-sounds-{en,es,fr,it,ru}-g722), recorded by:
+(Debian packages asterisk-core-sounds-{{en,es,fr,it,ru}}-g722), recorded by:
 
 {credits}
 
@@ -45,6 +45,12 @@ def main() -> None:
     ap.add_argument("--commit", required=True, help="the commit the run trained at")
     ap.add_argument("--minutes", type=float, required=True, help="CPU minutes of training")
     ap.add_argument("--cpu", required=True, help="the machine it trained on")
+    ap.add_argument(
+        "--command",
+        default="python tools/make_speech_corpus.py --out data/asterisk && "
+        "python train.py --config=configs/speech.py --workdir=runs/speech",
+        help="how the run was made",
+    )
     args = ap.parse_args()
 
     from nanoflow_jax.checkpoints import load_checkpoint
@@ -73,8 +79,7 @@ def main() -> None:
         "data": data,
         "training": {
             "config": "configs/speech.py",
-            "command": "python tools/make_speech_corpus.py --out data/asterisk && python train.py "
-            "--config=configs/speech.py --workdir=runs/speech",
+            "command": args.command,
             "commit": args.commit,
             "step": step,
             "cpu_minutes": args.minutes,
