@@ -320,10 +320,14 @@ def test_training_evaluation_scores_copy_synthesis_beside_griffin_lim(monkeypatc
     task = task_from_config(cfg)
     task.load_data(log=lambda *_: None)
     params = nf.init_params(task.eval_model, jax.random.PRNGKey(0))
-    calls = []
+    calls, loaded = [], []
     inner = quality.griffin_lim
     monkeypatch.setattr(quality, "griffin_lim", lambda *a, **k: calls.append(1) or inner(*a, **k))
+    load = task.test_set.load
+    monkeypatch.setattr(task.test_set, "load", lambda i: loaded.append(i) or load(i))
     first, second = task.quality(params, 0), task.quality(params, 1)
+    half = len(task.test_set) // 2
+    assert half > 0 and loaded == [0, half, 0, half]  # spread over the test split, the same ones each time
     assert set(first) == {f"quality/{m}" for m in quality.METRICS} | {
         f"quality_griffin_lim/{m}" for m in quality.METRICS
     }

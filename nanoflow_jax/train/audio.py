@@ -155,17 +155,17 @@ class AudioTask(Task):
         e, cfg = self.eval, MelConfig.from_any(self.data)
         rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed + 1), step)
         model_rows, gl_rows = [], []
-        n = min(e.quality_utterances, len(self.test_set))
-        for i in (j * len(self.test_set) // n for j in range(n)):  # spread over the split: every speaker
+        count, total = min(e.quality_utterances, len(self.test_set)), len(self.test_set)
+        for i in (j * total // count for j in range(count)):  # spread over the split: every speaker
             x = self.test_set.load(i)[: int(e.synth_seconds * cfg.sample_rate)]
             x = x[: len(x) // self.multiple * self.multiple]
             if len(x) < 8 * cfg.hop_length:
                 continue
             mel = quality.log_mel(x, cfg)
             y = synthesize(self.eval_model, params, mel, temperature=e.temperature, rng=jax.random.fold_in(rng, i))[0]
-            n = len(y)
             if not np.all(np.isfinite(y)):
                 continue
+            n = len(y)
             model_rows.append(quality.all_metrics(x[:n], y, mel, cfg))
             if self._griffin_lim is None:
                 gl_rows.append(quality.all_metrics(x[:n], quality.griffin_lim(mel, cfg)[:n], mel, cfg))
