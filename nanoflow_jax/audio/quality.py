@@ -19,6 +19,7 @@ shorter. Lower is better except STOI, PESQ and voiced/unvoiced F1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -137,6 +138,12 @@ def pesq_wideband(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> float:
         return float(pesq(PESQ_RATE, ref16, deg16, "wb"))
     except NoUtterancesError:
         return math.nan
+
+
+def finite_mean(values: Iterable[float | None]) -> float:
+    """Mean of the finite values, NaN if none (F0 RMSE is NaN where no frame is voiced in both)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 METRICS = ("log_mel_l1", "mrstft", "mcd_db", "lsd_db", "f0_rmse_cents", "vuv_f1", "stoi", "pesq_wb")

@@ -146,9 +146,7 @@ def _means(rows: list[dict]) -> dict[str, dict[str, float]]:
     for system in SYSTEMS:
         vals = {}
         for col in COLUMNS:
-            xs = [r["ll"] if col == "ll" else r[system][col] for r in rows]
-            xs = [v for v in xs if v is not None and math.isfinite(v)]
-            vals[col] = float(np.mean(xs)) if xs else math.nan
+            vals[col] = quality.finite_mean(r["ll"] if col == "ll" else r[system][col] for r in rows)
         if system == "griffin_lim":
             vals["ll"] = math.nan  # Griffin-Lim has no likelihood
         out[system] = vals

@@ -170,8 +170,12 @@ class AudioTask(Task):
             if self._griffin_lim is None:
                 gl_rows.append(quality.all_metrics(x[:n], quality.griffin_lim(mel, cfg)[:n], mel, cfg))
         if self._griffin_lim is None and gl_rows:
-            self._griffin_lim = {f"quality_griffin_lim/{k}": _finite_mean(gl_rows, k) for k in quality.METRICS}
-        out = {f"quality/{k}": _finite_mean(model_rows, k) for k in quality.METRICS} if model_rows else {}
+            self._griffin_lim = {
+                f"quality_griffin_lim/{k}": quality.finite_mean(r[k] for r in gl_rows) for k in quality.METRICS
+            }
+        out = {}
+        if model_rows:
+            out = {f"quality/{k}": quality.finite_mean(r[k] for r in model_rows) for k in quality.METRICS}
         return {**out, **(self._griffin_lim or {})}
 
     def finish(self, params: Any, step: int, writer: Writer, log: Callable) -> None:
@@ -203,9 +207,3 @@ class AudioTask(Task):
 
     def describe(self, params: Any) -> str:
         return f"model: {self.model_config.variant}, {count_params(params):,} parameters"
-
-
-def _finite_mean(rows: list[dict[str, float]], key: str) -> float:
-    """Mean of the finite values (F0 RMSE is NaN where no frame is voiced in both), NaN if none."""
-    vals = [r[key] for r in rows if math.isfinite(r[key])]
-    return float(np.mean(vals)) if vals else math.nan
