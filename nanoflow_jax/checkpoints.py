@@ -150,22 +150,19 @@ class Checkpointer:
     def _check_space(self, step: int, state: Any) -> None:
         """Refuse before orbax starts when the disk cannot hold the checkpoint: orbax's writer threads
         report a full disk as tracebacks of their own, after the fact."""
-        need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(state))
-        free = shutil.disk_usage(self.directory).free
-        if free < need * 5 // 4 + SPACE_MARGIN:
-            good = self.all_steps()
-            before = f"the newest complete checkpoint (step {good[-1]}) is intact" if good else "no earlier checkpoint"
-            raise OutputError(
-                f"could not write checkpoint {step} in {self.directory}: {free / 2**20:.1f} MiB free, "
-                f"{(need * 5 // 4 + SPACE_MARGIN) / 2**20:.1f} MiB needed; {before}"
-            )
+        if short := space_shortfall(self.directory, state):
+            raise OutputError(f"could not write checkpoint {step} in {self.directory}: {short}; {self._intact(step)}")
+
+    def _intact(self, failed: int) -> str:
+        good = [s for s in self.all_steps() if s != failed]
+        return f"the newest complete checkpoint (step {good[-1]}) is intact" if good else "no earlier checkpoint"
 
     def _write_failed(self, e: BaseException) -> None:
         step, self._pending = self._pending, None
-        good = [s for s in self.all_steps() if s != step]
-        before = f"the newest complete checkpoint (step {good[-1]}) is intact" if good else "no earlier checkpoint"
         reason = getattr(e, "strerror", None) or _first_line(e)
-        raise OutputError(f"could not write checkpoint {step} in {self.directory} ({reason}); {before}") from e
+        raise OutputError(
+            f"could not write checkpoint {step} in {self.directory} ({reason}); {self._intact(step)}"
+        ) from e
 
     def restore(self, step: int, target: Any = None) -> tuple[Any, dict]:
         """(state, meta) of `step`, every array checked against its checksum; with `target` (an abstract
@@ -245,6 +242,20 @@ class Checkpointer:
         self.manager.close()
 
 
+def space_shortfall(folder: str, tree: Any) -> str | None:
+    """ "X MiB free, Y MiB needed" when `folder`'s disk cannot hold a checkpoint of `tree`, else None."""
+    need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(tree)) * 5 // 4 + SPACE_MARGIN
+    free = shutil.disk_usage(folder).free
+    return f"{free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB needed" if free < need else None
+
+
+def check_new_folder(out: str) -> None:
+    """`out` may become a new folder: absent or an empty folder; a file or a non-empty folder is refused."""
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        what = "is not empty" if os.path.isdir(out) else "is a file, not a folder"
+        raise OutputError(f"output folder {out} {what}")
+
+
 def save_params_folder(out: str, step: int, params: Any, meta: dict) -> str:
     """Write `{"params": params}` with `meta` as a new one-checkpoint folder `out` (absolute path
     returned). Written beside it under a temporary name and renamed when complete, so a full or
@@ -253,17 +264,14 @@ def save_params_folder(out: str, step: int, params: Any, meta: dict) -> str:
     import tempfile
 
     out = resolve_path(out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        what = "is not empty" if os.path.isdir(out) else "is a file, not a folder"
-        raise OutputError(f"output folder {out} {what}")
+    check_new_folder(out)
     if bad := non_finite_leaves(params):
         raise CheckpointError(f"refusing to write {out}: non-finite values in {', '.join(bad[:3])}")
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
-        need = sum(int(np.asarray(leaf).nbytes) for leaf in jax.tree.leaves(params)) * 5 // 4 + SPACE_MARGIN
-        if (free := shutil.disk_usage(parent).free) < need:
-            raise OutputError(f"cannot write {out}: {free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB needed")
+        if short := space_shortfall(parent, params):
+            raise OutputError(f"cannot write {out}: {short}")
         tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
     except OSError as e:
         raise OutputError(f"cannot write {out}: {e.strerror}") from None
