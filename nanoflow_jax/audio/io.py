@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from nanoflow_jax.errors import AudioReadError
-from nanoflow_jax.files import atomic_write
+from nanoflow_jax.errors import AudioReadError, InputError
+from nanoflow_jax.files import atomic_write, check_input_file
 
 __all__ = ["AudioReadError", "read_audio", "resample", "write_wav"]
 
@@ -32,9 +32,10 @@ def read_audio(
     import soundfile
 
     path = os.fspath(path)
-    if not os.path.isfile(path):  # a FIFO would block, a folder is no audio
-        what = "does not exist" if not os.path.exists(path) else "is not a regular file"
-        raise AudioReadError(f"{path}: unreadable audio (it {what})")
+    try:
+        check_input_file(path, "audio file")  # a FIFO would block, a folder is no audio
+    except InputError as e:
+        raise AudioReadError(str(e)) from None
     try:
         info = soundfile.info(path)
     except Exception as e:  # libsndfile reports every failure as its own error type

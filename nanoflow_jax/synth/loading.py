@@ -124,7 +124,6 @@ def load_mel(path: str, n_mels: int, n_groups: int, max_frames: int | None = Non
 
 
 def wav_mel(path: str, mel_cfg: MelConfig, n_groups: int) -> np.ndarray:
-    check_input_file(path, "wav file")
     audio, rate = read_audio(path, max_seconds=max_mel_frames(mel_cfg.n_mels) * HOP / mel_cfg.sample_rate)
     audio = resample(audio, rate, mel_cfg.sample_rate)
     mel = np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
