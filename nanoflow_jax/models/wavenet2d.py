@@ -28,6 +28,14 @@ from nanoflow_jax.models.layers import CausalConv, Dense, kernel_param, torch_un
 Array = jax.Array
 
 
+def gated_tanh(a: Array) -> Array:
+    """WaveNet's gate on (..., 2C): tanh(a[:C]) * sigmoid(a[C:]). The sigmoid is written through tanh
+    (sigmoid(x) = (1 + tanh(x / 2)) / 2, equal to rounding): XLA's CPU backend runs tanh about 3x faster
+    than its logistic (bench/RESULTS.md, the CPU profile)."""
+    n = a.shape[-1] // 2
+    return jnp.tanh(a[..., :n]) * (0.5 + 0.5 * jnp.tanh(0.5 * a[..., n:]))
+
+
 class ResidualLayer(nn.Module):
     config: ModelConfig
     index: int
@@ -62,7 +70,7 @@ class ResidualLayer(nn.Module):
         a = self.conv(h if mask is None else h * mask, upward) + cond
         if bias is not None:
             a = a + bias
-        acts = jnp.tanh(a[..., :n]) * nn.sigmoid(a[..., n:])
+        acts = gated_tanh(a)
         rs = self.res_skip(acts)
         res, skip = rs[..., :n], rs[..., n:]
         if gate is None:

@@ -109,7 +109,7 @@ def _inverse(
         bias = xs["bias"] + jnp.stack([0.0 * w["bias"] if j < first else w["bias"] for j, w in enumerate(layers)])
         scale = jnp.exp(3.0 * xs["head"]["scale"])
 
-        def one_row(carry, i):
+        def one_row(start, carry, i):
             x_prev, caches = carry
             r = jnp.where(xs["upward"] == 1, g - 1 - i, i)  # rows in this flow's order
             cond = []
@@ -122,12 +122,16 @@ def _inverse(
                     extra[..., m * 2 * cfg.channels : (m + 1) * 2 * cfg.channels] for m in range(cfg.n_layers - first)
                 ]
             cond = [a + bias[j] for j, a in enumerate(cond)]
-            proj, caches = row.step(x_prev, caches, layers, front, cond, xs, mask)
+            proj, caches = row.step(i, start, x_prev, caches, layers, front, cond, xs, mask)
             x_row, _ = coupling.inverse(z[i], (proj + head_const) * scale)
             return (x_row, caches), x_row
 
-        carry = (jnp.zeros((b, width), jnp.float32), row.init_caches(b))
-        _, x = jax.lax.scan(one_row, carry, jnp.arange(g), unroll=unroll)
+        carry, x = (jnp.zeros((b, width), jnp.float32), row.init_caches(b)), []
+        for start, end in row.phases():  # one loop per phase: each has its own static matmul shapes
+            step = functools.partial(one_row, start)
+            carry, x_phase = jax.lax.scan(step, carry, jnp.arange(start, end), unroll=min(unroll, end - start))
+            x.append(x_phase)
+        x = jnp.concatenate(x)
         return jnp.flip(x, 0), None  # (G, B, W); undo this flow's flip
 
     x, _ = jax.lax.scan(flow, jnp.swapaxes(z, 0, 1), _flow_inputs(cfg, p), reverse=True)

@@ -2,10 +2,16 @@
 
 Row i's coupling parameters come from the estimator applied to rows < i (in the flow's direction). The
 estimator is causal along the rows, so layer j only needs its own input at rows i - 2*d_j, i - d_j and i
-(d_j its height dilation): each layer keeps a cache of its last 2*d_j input rows, and a row costs L
-single-row convolutions. A 3x3 convolution of one row is one matmul: the three cached/new rows
-concatenated on channels (3C) times the kernel laid out as (3C, 3 * 2C), one output block per width tap;
-the blocks are shifted along the width by the tap's dilation and summed.
+(d_j its height dilation). A 3x3 convolution of one row is one matmul: the live rows concatenated on
+channels times the kernel laid out as (rows * C, taps * 2C), one output block per width tap; the blocks
+are shifted along the width by the tap's dilation and summed.
+
+Two things keep the CPU's matmuls doing real work (bench/RESULTS.md, the CPU profile):
+- A row before the flow's first (i - lag < 0) is zero, so its block of the matmul is dropped. Which
+  lags are live changes only at rows d_j and 2 * d_j, so the rows are run in a few phases
+  (`phases`), each a loop with its own static matmul shapes.
+- Each layer keeps its past input rows in a ring buffer (slots, B, W, C) written in place at slot
+  i mod slots, instead of a cache shifted by concatenation every row.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import jax.numpy as jnp
 
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.precision import Precision
+from nanoflow_jax.models.wavenet2d import gated_tanh
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST  # folding weights: once per call, true float32
@@ -39,7 +46,7 @@ def _shift_width(y: Array, offset: int) -> Array:
 
 
 class RowEstimator:
-    """The estimator on one row at a time, with per-layer caches of the rows it needs."""
+    """The estimator on one row at a time, with per-layer ring buffers of the rows it needs."""
 
     def __init__(self, cfg: ModelConfig, width: int, precision: Precision):
         self.cfg, self.width, self.precision = cfg, width, precision
@@ -47,17 +54,32 @@ class RowEstimator:
         self.dilations = [cfg.height_dilation(j) for j in range(cfg.n_layers)]
         # width taps of layer j: offset -1, 0, +1 times 2**j; a tap wholly outside the row is dropped
         self.taps = [[t for t in (-1, 0, 1) if abs(t) * 2**j < width] for j in range(cfg.n_layers)]
+        g = cfg.n_groups
+        # past rows each layer reads (kernel rows 0, 1 read rows i - 2d, i - d); one that is always
+        # before the flow's first row never is, and the ring holds as many slots as the longest lag read
+        self.lags = [[lag for lag in (2 * d, d) if lag < g] for d in self.dilations]
+        self.slots = [max(lags, default=0) for lags in self.lags]
+
+    def phases(self) -> list[tuple[int, int]]:
+        """Row ranges [start, end) over which every layer reads the same past rows (lag <= start)."""
+        cuts = sorted({0, self.cfg.n_groups} | {lag for lags in self.lags for lag in lags})
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+    def live_lags(self, j: int, start: int) -> list[int]:
+        """Layer j's past rows that exist in the phase starting at row `start`, oldest first."""
+        return [lag for lag in self.lags[j] if lag <= start]
 
     def init_caches(self, batch: int) -> list[Array]:
         c = self.cfg.channels
-        return [jnp.zeros((batch, self.width, 2 * d * c), self.dtype) for d in self.dilations]
+        return [jnp.zeros((n, batch, self.width, c), self.dtype) for n in self.slots]
 
     def layer_weights(self, layer: dict, j: int) -> dict:
-        """One layer's params (inference form) -> the matmul form used per row."""
-        c2 = 2 * self.cfg.channels
+        """One layer's params (inference form) -> the matmul form used per row: `conv` (3, C, taps * 2C),
+        one block per kernel row (row i - 2d, i - d, i)."""
+        c, c2 = self.cfg.channels, 2 * self.cfg.channels
         conv = _conv_as_matmul(layer["conv"]["kernel"])
         conv = conv.reshape(conv.shape[:-1] + (3, c2))[..., [t + 1 for t in self.taps[j]], :]
-        conv = conv.reshape(conv.shape[:-2] + (-1,))
+        conv = conv.reshape(conv.shape[:-3] + (3, c, -1))
         return {
             "conv": conv.astype(self.dtype),
             "bias": layer["conv"]["bias"] + layer["cond_proj"]["bias"],
@@ -83,27 +105,32 @@ class RowEstimator:
             folded.append(dict(w, out=out.astype(self.dtype), out_bias=out_bias))
         return folded, const
 
-    def step(self, x_prev, caches, layers, front, cond, flow, mask):
-        """One row of the estimator and head: x_prev (B, W) the previous row of this flow's input (zeros
-        for row 0), `layers` per-layer weights with the head folded in, `cond` this row's conditioning
-        terms and biases per layer, (B, W, 2C) each. -> the head's output less its constant part
-        (B, W, P) in float32, and the updated caches."""
+    def step(self, i, start, x_prev, caches, layers, front, cond, flow, mask):
+        """Row i (traced; in the phase that begins at row `start`) of the estimator and head: x_prev
+        (B, W) the previous row of this flow's input (zeros for row 0), `layers` per-layer weights with
+        the head folded in, `cond` this row's conditioning terms and biases per layer, (B, W, 2C) each.
+        -> the head's output less its constant part (B, W, P) in float32, and the updated caches."""
         cfg, c = self.cfg, self.cfg.channels
         h = x_prev[..., None] * front["kernel"][0] + front["bias"]
         proj = 0.0
         new_caches = []
-        for j, (w, cache, d) in enumerate(zip(layers, caches, self.dilations, strict=True)):
+        for j, (w, cache) in enumerate(zip(layers, caches, strict=True)):
             hm = h.astype(self.dtype)
             if mask is not None:  # zero beyond each item's own width, as the conv's "same" padding
                 hm = jnp.where(mask, hm, 0)
-            rows = jnp.concatenate([cache[..., :c], cache[..., d * c : (d + 1) * c], hm], axis=-1)
-            new_caches.append(jnp.concatenate([cache[..., c:], hm], axis=-1))
-            y = self.precision.dot(rows, w["conv"])
+            lags, slots = self.live_lags(j, start), self.slots[j]
+            past = [jax.lax.dynamic_index_in_dim(cache, (i - lag) % slots, keepdims=False) for lag in lags]
+            kernel = w["conv"][2 - len(past) :]  # the live lags are always the kernel's last rows
+            rows = jnp.concatenate([*past, hm], axis=-1) if past else hm
+            y = self.precision.dot(rows, kernel.reshape((-1, kernel.shape[-1])))
+            if slots:
+                cache = jax.lax.dynamic_update_index_in_dim(cache, hm, i % slots, 0)
+            new_caches.append(cache)
             taps = self.taps[j]
             y = y.reshape(y.shape[:-1] + (len(taps), 2 * c))
             a = sum(_shift_width(y[..., n, :], t * 2**j) if t else y[..., n, :] for n, t in enumerate(taps))
             a = a + cond[j]
-            acts = jnp.tanh(a[..., :c]) * jax.nn.sigmoid(a[..., c:])
+            acts = gated_tanh(a)
             rs = self.precision.dot(acts, w["out"]) + w["out_bias"]
             if j < cfg.n_layers - 1:
                 proj = proj + rs[..., c:]
