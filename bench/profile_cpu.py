@@ -97,20 +97,29 @@ def classify(instrs: dict, comps: dict, name: str) -> tuple[str, float]:
     return "elementwise", 0.0
 
 
-def trace_ops(run, log_dir: str) -> dict[str, list[float]]:
-    """Run `run()` once under the profiler -> {hlo op: [durations in s]}."""
+def trace_ops(run, log_dir: str) -> tuple[dict[str, list[float]], float, float]:
+    """Run `run()` once under the profiler -> ({hlo op: [durations in s]}, wall s of the run, s of it
+    during which at least one thunk ran)."""
     import jax
 
     with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+        t0 = time.perf_counter()
         run()
+        wall = time.perf_counter() - t0
     (path,) = glob.glob(os.path.join(log_dir, "plugins", "profile", "*", "perfetto_trace.json.gz"))
     with gzip.open(path) as f:
         events = json.load(f)["traceEvents"]
-    ops = collections.defaultdict(list)
+    ops, spans = collections.defaultdict(list), []
     for e in events:
         if e.get("ph") == "X" and "hlo_op" in e.get("args", {}):
             ops[e["args"]["hlo_op"]].append(e["dur"] * 1e-6)
-    return ops
+            if not e["args"]["hlo_op"].startswith(tuple(CONTROL)):
+                spans.append((e["ts"], e["ts"] + e["dur"]))
+    covered, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        covered += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return ops, wall, covered * 1e-6
 
 
 def profile(compiled, args: tuple, repeats: int, roof_gflops: float | None) -> dict:
@@ -125,7 +134,7 @@ def profile(compiled, args: tuple, repeats: int, roof_gflops: float | None) -> d
         times.append(time.perf_counter() - t0)
     instrs, comps = parse_hlo(compiled.as_text())
     with tempfile.TemporaryDirectory() as tmp:
-        ops = trace_ops(lambda: jax.block_until_ready(compiled(*args)), tmp)
+        ops, traced_wall, covered = trace_ops(lambda: jax.block_until_ready(compiled(*args)), tmp)
     by_class = collections.defaultdict(lambda: {"s": 0.0, "count": 0, "flops": 0.0})
     rows = []
     for name, durs in ops.items():
@@ -145,6 +154,8 @@ def profile(compiled, args: tuple, repeats: int, roof_gflops: float | None) -> d
     report = {
         "median_s": statistics.median(times),
         "thunk_s": busy,
+        "traced_wall_s": traced_wall,
+        "some_thunk_running_s": covered,
         "fusions": fusions,
         "instructions": len(instrs),
         "classes": {},
@@ -269,7 +280,8 @@ def main() -> None:
         report.update(profile(fn, fargs, args.repeats, roof))
         print(
             f"{args.program} {args.dtype}: {report['median_s']:.3f} s median "
-            f"({info['samples'] / report['median_s'] / 1e3:.2f} kHz), thunks busy {report['thunk_s']:.3f} s, "
+            f"({info['samples'] / report['median_s'] / 1e3:.2f} kHz); profiled run {report['traced_wall_s']:.3f} s, "
+            f"a thunk running {report['some_thunk_running_s']:.3f} s of it, thunks busy {report['thunk_s']:.3f} s, "
             f"{report['fusions']} fusions, roofline {roof:.0f} GFLOP/s"
         )
         for cls, c in report["classes"].items():
