@@ -99,7 +99,7 @@ def synth_cases(spec: dict, model_cfg, emit, guard):
     params = inference_params(model, params)
     for frames in spec["synth"]["frames"]:
         for batch in spec["synth"]["batches"]:
-            t = output_length(frames, model_cfg.n_groups)
+            t = output_length(frames, model_cfg)
             mel = jax.random.normal(jax.random.PRNGKey(3), (batch, model_cfg.cond_channels, frames)) - 5.0
             z = jax.random.normal(jax.random.PRNGKey(4), (batch, t))
             ref = None

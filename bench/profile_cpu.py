@@ -213,7 +213,7 @@ def synth_program(frames: int, dtype: str):
     cfg = nf.ModelConfig(**wave_g16.get_config().model.to_dict())
     model = nf.build_model(cfg)
     params = nf.inference_params(model, nf.init_params(model, jax.random.PRNGKey(0)))
-    t = output_length(frames, cfg.n_groups)
+    t = output_length(frames, cfg)
     mel = jax.random.normal(jax.random.PRNGKey(2), (1, cfg.cond_channels, frames)) - 5.0
     z = jax.random.normal(jax.random.PRNGKey(3), (1, t))
     fn = synthesis_fn(cfg, dtype, False, cache_cond_fits(cfg, 1, t)).lower(params, mel, z).compile()

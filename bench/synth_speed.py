@@ -57,7 +57,7 @@ def main() -> None:
     heads["kernel"] = 0.05 * jax.random.normal(k1, heads["kernel"].shape)  # log_s std 0.03-0.05 per flow
     heads["bias"] = 0.05 * jax.random.normal(k2, heads["bias"].shape)
     params = nf.inference_params(model, params)
-    t = output_length(args.frames, cfg.n_groups)
+    t = output_length(args.frames, cfg)
     print(f"devices: {jax.devices()}  jax {jax.__version__}")
     print(
         f"NanoFlow C={cfg.channels} L={cfg.n_layers} K={cfg.n_flows} G={cfg.n_groups}, "

@@ -39,3 +39,16 @@ def section(cls: type[Section], **overrides) -> ml_collections.ConfigDict:
     if overrides:
         raise KeyError(f"{cls.__name__} has no field(s) {sorted(overrides)}")
     return cfg
+
+
+def audio_config(overrides: dict[str, dict]) -> ml_collections.ConfigDict:
+    """An audio run's ConfigDict: every section of the audio task from its declared defaults and
+    `overrides` ({section: {field: value}}). model.hop_length follows data.hop_length (one reference),
+    so `--config.data.hop_length=300` also sets the conditioner's upsampling."""
+    from nanoflow_jax.train.audio import AudioTask
+
+    c = ml_collections.ConfigDict()
+    for name, cls in AudioTask.SECTIONS.items():
+        setattr(c, name, section(cls, **overrides.get(name, {})))
+    c.model.hop_length = c.data.get_ref("hop_length")
+    return c

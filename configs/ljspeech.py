@@ -48,7 +48,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.demo:
         for name, fields in DEMO.items():
             overrides[name] |= fields
-    c = ml_collections.ConfigDict()
-    for name, cls in AudioTask.SECTIONS.items():
-        setattr(c, name, common.section(cls, **overrides[name]))
-    return c
+    return common.audio_config(overrides)

@@ -14,7 +14,6 @@ band-limited to 7 kHz by G.722, so the voice's top mel bands are learnt from nea
 import ml_collections
 
 from configs import common
-from nanoflow_jax.train.audio import AudioTask
 
 RECIPE = dict(
     model=dict(variant="nanoflow", n_flows=4, n_layers=6, channels=32, n_groups=8, embed_dim=64),
@@ -47,7 +46,4 @@ RECIPE = dict(
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg  # one recipe
-    c = ml_collections.ConfigDict()
-    for name, cls in AudioTask.SECTIONS.items():
-        setattr(c, name, common.section(cls, **RECIPE.get(name, {})))
-    return c
+    return common.audio_config(RECIPE)

@@ -32,7 +32,7 @@ def _programs(platform: str, dtype: str = "float32") -> dict[str, str]:
     loss = audio_nll(model, MelConfig())
     frames = 20
     mel = jax.ShapeDtypeStruct((2, 80, frames), jnp.float32)
-    z = jax.ShapeDtypeStruct((2, output_length(frames, CFG.n_groups)), jnp.float32)
+    z = jax.ShapeDtypeStruct((2, output_length(frames, CFG)), jnp.float32)
     ip = jax.eval_shape(lambda p: inference_params(model, p), params)
     export = lambda fn, *args: jax.export.export(jax.jit(fn), platforms=(platform,))(*args).mlir_module()  # noqa: E731
     return {

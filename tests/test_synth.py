@@ -20,7 +20,7 @@ FRAMES = 6
 def _case(name, coupling="affine", frames=FRAMES):
     cfg = tiny(name, coupling)
     model, params, _, mel = model_and_params(cfg, frames=frames)
-    t = output_length(frames, cfg.n_groups)
+    t = output_length(frames, cfg)
     z = 0.7 * jax.random.normal(jax.random.PRNGKey(7), (mel.shape[0], t))
     return model, params, mel, z
 
@@ -65,7 +65,7 @@ def test_wide_dilations_drop_taps_exactly():
     """Width dilations beyond the row width: those taps see only padding and are dropped."""
     cfg = dataclasses.replace(tiny("nanoflow"), n_layers=6, n_groups=16, height_dilation_cycle=2)
     model, params, _, mel = model_and_params(cfg, frames=4)
-    z = jax.random.normal(jax.random.PRNGKey(1), (2, output_length(4, 16)))  # 16 columns, dilations to 32
+    z = jax.random.normal(jax.random.PRNGKey(1), (2, output_length(4, cfg)))  # 16 columns, dilations to 32
     slow = model.apply(params, z, mel, method="inverse")
     np.testing.assert_allclose(synthesize(model, params, mel, z=z), slow, atol=1e-4, rtol=0)
 
@@ -76,11 +76,10 @@ def test_batch_of_different_lengths(name):
     lengths = [8, 5, 7]
     mels = [np.asarray(mel[i % 2, :, :f]) for i, f in enumerate(lengths)]
     zs = [
-        0.7 * jax.random.normal(jax.random.PRNGKey(i), (output_length(f, model.config.n_groups),))
-        for i, f in enumerate(lengths)
+        0.7 * jax.random.normal(jax.random.PRNGKey(i), (output_length(f, model.config),)) for i, f in enumerate(lengths)
     ]
     outs = synthesize(model, params, mels, z=zs)
-    assert [o.shape[0] for o in outs] == [output_length(f, model.config.n_groups) for f in lengths]
+    assert [o.shape[0] for o in outs] == [output_length(f, model.config) for f in lengths]
     for m, z, o in zip(mels, zs, outs, strict=True):
         alone = model.apply(params, z[None], jnp.asarray(m)[None], method="inverse")[0]
         np.testing.assert_allclose(o, alone, atol=1e-4, rtol=0)

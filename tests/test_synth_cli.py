@@ -1,6 +1,7 @@
 """synth.py, the converter, the denoiser and the exported synthesis, end to end on the official small
 checkpoint (tests/data), against the official synthesis."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,11 +17,14 @@ from nanoflow_jax.audio.io import read_audio, write_wav
 from nanoflow_jax.cli import run_cli
 from nanoflow_jax.convert.write import convert_official
 from nanoflow_jax.export import export_synthesis
+from nanoflow_jax.models import ModelConfig
 from nanoflow_jax.synth.command import SynthArgs, run
 from nanoflow_jax.synth.denoise import Denoiser
 from nanoflow_jax.synth.loading import load_mel
 from tests.conftest import DATA
 from tests.test_golden import flat
+
+G8 = ModelConfig(n_groups=8)  # 80 bands, hop 256, G = 8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PT = os.path.join(DATA, "nanoflow_small_official_ckpt.pt")
@@ -81,6 +85,28 @@ def test_run_writes_pcm16_at_model_rate(converted, golden, tmp_path):
     np.testing.assert_allclose(got, np.clip(want, -1, 1), atol=1.5 / 32768)
     assert "kHz" in logs[0] and "real-time factor" in logs[0]
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_chunked_run_streams_the_same_audio(converted, golden, tmp_path):
+    """--chunk_frames: written chunk by chunk, the same samples as the whole utterance once the overlap
+    covers the receptive field; the time to the first chunk is logged."""
+    mel_path = tmp_path / "utt.npy"
+    np.save(mel_path, golden["mel"][0])
+    _, model, _ = nf.load_checkpoint(converted)
+    whole = run(SynthArgs(mel=str(mel_path), checkpoint=converted, out=str(tmp_path / "whole.wav"), seed=3))
+    logs = []
+    overlap = nf.synth.receptive_frames(model.config)
+    args = SynthArgs(
+        mel=str(mel_path), checkpoint=converted, out=str(tmp_path / "chunked.wav"), seed=3, chunk_frames=16,
+        overlap_frames=overlap,
+    )  # fmt: skip
+    chunked = run(args, log=logs.append)
+    a, b = read_audio(whole[0])[0], read_audio(chunked[0])[0]
+    assert a.shape == b.shape == (256 * (golden["mel"].shape[2] - 3),)
+    np.testing.assert_allclose(a, b, atol=1.5 / 32768)
+    assert "in chunks of 16 frames, the first after" in logs[0]
+    with pytest.raises(ValueError, match="--denoise works on whole utterances"):
+        run(dataclasses.replace(args, denoise=0.01))
 
 
 def test_mel_dir_batches_and_wav_copy_synthesis(converted, golden, tmp_path):
@@ -188,4 +214,4 @@ def test_load_mel_layouts(tmp_path):
     m = np.random.RandomState(0).randn(80, 30).astype(np.float32)
     for i, arr in enumerate([m, m[None], m.T, m.astype(np.float64)]):
         np.save(tmp_path / f"{i}.npy", arr)
-        np.testing.assert_array_equal(load_mel(str(tmp_path / f"{i}.npy"), 80, 8), m)
+        np.testing.assert_array_equal(load_mel(str(tmp_path / f"{i}.npy"), G8), m)

@@ -15,7 +15,10 @@ from nanoflow_jax.checkpoints import Checkpointer, save_params_folder
 from nanoflow_jax.convert.official_config import config_from_official, official_data_config, read_official
 from nanoflow_jax.errors import AudioReadError, CheckpointError, ConversionError, InputError, OutputError
 from nanoflow_jax.files import atomic_write
+from nanoflow_jax.models import ModelConfig
 from nanoflow_jax.synth.loading import load_mel
+
+G8 = ModelConfig(n_groups=8)  # 80 bands, hop 256, G = 8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL = os.path.join(ROOT, "tests", "data", "nanoflow_small_config.json")
@@ -41,7 +44,7 @@ def test_npy_header_claiming_more_than_the_file_holds_is_refused_unread(tmp_path
     path = tmp_path / "liar.npy"
     write_npy_header(path, (80, 125_000_000), 1024)  # 40 GB claimed, 1 KB held
     with pytest.raises(InputError, match="declares shape") as e:
-        load_mel(str(path), 80, 8)
+        load_mel(str(path), G8)
     assert str(path) in one_line(e)
 
 
@@ -49,24 +52,24 @@ def test_mel_longer_than_memory_allows_is_refused_before_reading(tmp_path):
     path = tmp_path / "long.npy"
     np.save(path, np.zeros((80, 400), np.float32))
     with pytest.raises(InputError, match="400 frames is more than the 100") as e:
-        load_mel(str(path), 80, 8, max_frames=100)
+        load_mel(str(path), G8, max_frames=100)
     one_line(e)
 
 
 def test_empty_npy_and_a_folder_are_refused(tmp_path):
     (tmp_path / "empty.npy").write_bytes(b"")
     with pytest.raises(InputError, match="is empty"):
-        load_mel(str(tmp_path / "empty.npy"), 80, 8)
+        load_mel(str(tmp_path / "empty.npy"), G8)
     (tmp_path / "d.npy").mkdir()
     with pytest.raises(InputError, match="is a folder"):
-        load_mel(str(tmp_path / "d.npy"), 80, 8)
+        load_mel(str(tmp_path / "d.npy"), G8)
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     path = tmp_path / "pipe.npy"
     os.mkfifo(path)
     result = []
-    t = threading.Thread(target=lambda: result.append(pytest.raises(InputError, load_mel, str(path), 80, 8)))
+    t = threading.Thread(target=lambda: result.append(pytest.raises(InputError, load_mel, str(path), G8)))
     t.daemon = True
     t.start()
     t.join(10)
@@ -78,7 +81,7 @@ def test_non_float_or_object_npy_is_refused(tmp_path):
     path = tmp_path / "ints.npy"
     np.save(path, np.zeros((80, 20), np.int64))
     with pytest.raises(InputError, match="floating-point"):
-        load_mel(str(path), 80, 8)
+        load_mel(str(path), G8)
 
 
 # ---- official configs --------------------------------------------------------------------------

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import os
+import wave
+from collections.abc import Iterable
 
 import numpy as np
 
 from nanoflow_jax.errors import AudioReadError, InputError
 from nanoflow_jax.files import atomic_write, check_input_file
 
-__all__ = ["AudioReadError", "read_audio", "resample", "write_wav"]
+__all__ = ["AudioReadError", "read_audio", "resample", "write_wav", "write_wav_stream"]
 
 
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates a file may declare (a 1 Hz file resampled would explode)
@@ -73,15 +75,41 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(x, np.float32), int(from_rate), int(to_rate), quality="HQ").astype(np.float32)
 
 
+def _pcm16(path: str, audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    if not np.all(np.isfinite(audio)):
+        raise ValueError(f"refusing to write {path}: audio has NaN or Inf values")
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono WAV, written atomically. Values beyond [-1, 1] are clipped."""
     import soundfile
 
     path = os.fspath(path)
-    audio = np.asarray(audio, np.float32).reshape(-1)
-    if not np.all(np.isfinite(audio)):
-        raise ValueError(f"refusing to write {path}: audio has NaN or Inf values")
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm = _pcm16(path, audio)
     encoded = io.BytesIO()  # encoded in memory: soundfile's file callbacks would hide a full disk's OSError
     soundfile.write(encoded, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
     atomic_write(path, lambda f: f.write(encoded.getbuffer()), suffix=".wav")
+
+
+def write_wav_stream(path: str | os.PathLike, pieces: Iterable[np.ndarray], sample_rate: int) -> int:
+    """`write_wav` of the concatenation of `pieces`, each encoded and written as it arrives (the standard
+    library's `wave` fills in the header's length at the end), still atomically: nothing is at `path`
+    until the last piece is in. -> samples written."""
+    path = os.fspath(path)
+    written = 0
+
+    def write(f) -> None:
+        nonlocal written
+        with wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(int(sample_rate))
+            for piece in pieces:
+                pcm = _pcm16(path, piece)
+                w.writeframes(pcm.astype("<i2").tobytes())
+                written += len(pcm)
+
+    atomic_write(path, write, suffix=".wav")
+    return written

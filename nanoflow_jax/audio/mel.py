@@ -16,6 +16,7 @@ import numpy as np
 from nanoflow_jax.schema import Float, Int, Section, field
 
 Array = jnp.ndarray
+MIN_WINDOW_MS, MAX_WINDOW_MS = 10.0, 200.0  # the STFT window of a speech mel, in milliseconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,15 @@ class MelConfig(Section):
             self.fail("fmin", f"is not allowed: below data.fmax = {self.fmax:g}")
         if self.fmax > self.sample_rate / 2:
             self.fail("fmax", f"is not allowed: at most half of data.sample_rate = {self.sample_rate}")
+        if self.hop_length > self.win_length:
+            self.fail("hop_length", f"is not allowed: at most data.win_length = {self.win_length} (no sample unseen)")
+        ms = 1000 * self.win_length / self.sample_rate
+        if not MIN_WINDOW_MS <= ms <= MAX_WINDOW_MS:
+            self.fail(
+                "win_length",
+                f"is not allowed at data.sample_rate = {self.sample_rate}: {ms:.1f} ms, where speech mels use "
+                f"{MIN_WINDOW_MS:g} to {MAX_WINDOW_MS:g} ms (e.g. 1024 at 22.05 kHz, 1200 at 24 kHz)",
+            )
 
     @classmethod
     def from_any(cls, cfg: Any = None, source: str = "config", **overrides) -> MelConfig:

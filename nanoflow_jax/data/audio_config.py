@@ -7,8 +7,6 @@ import dataclasses
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.schema import Choice, Float, Int, Text, field
 
-HOP = 256  # the conditioner upsamples x256: one mel frame per 256 samples
-
 
 @dataclasses.dataclass(frozen=True)
 class AudioDataConfig(MelConfig):
@@ -27,7 +25,6 @@ class AudioDataConfig(MelConfig):
         Choice(("sorted", "per_folder")),
         "sorted: the first test_fraction of all files by name; per_folder: of each folder's (per speaker)",
     )
-    hop_length: int = field(HOP, Choice((HOP,)), f"samples per mel frame: {HOP} (the conditioner upsamples x{HOP})")
     max_memory_gb: float = field(
         8.0, Float(min=0.0), "keep the decoded corpus in memory (int16) when it fits in this; else read per crop"
     )

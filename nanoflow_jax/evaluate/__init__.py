@@ -24,9 +24,9 @@ from nanoflow_jax.audio.io import read_audio, resample
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.data.sources import list_files, split_test
 from nanoflow_jax.errors import DataError
-from nanoflow_jax.models import HOP
 from nanoflow_jax.models.audio_params import inference_params
-from nanoflow_jax.synth.fast import bucket_frames_for, synthesize
+from nanoflow_jax.synth import synthesize
+from nanoflow_jax.synth.fast import bucket_frames_for
 from nanoflow_jax.train.audio_eval import bucket_length, utterance_nll
 
 SYSTEMS = ("model", "griffin_lim")
@@ -88,7 +88,7 @@ def evaluate(
     rate, hop = mel_cfg.sample_rate, mel_cfg.hop_length
     fast_params = inference_params(model, params)
     nll_fn = jax.jit(utterance_nll(model, mel_cfg))
-    multiple = math.lcm(HOP, cfg.n_groups)
+    multiple = math.lcm(cfg.hop_length, cfg.n_groups)
     rng = jax.random.PRNGKey(seed)
     files = [(s, f) for s, fs in speakers.items() for f in fs]
     seen: set[tuple[str, int]] = set()

@@ -35,11 +35,11 @@ def export_synthesis(
     cfg = model.config
     if dtype not in POLICIES:
         raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
-    if frames < min_frames(cfg.n_groups) or batch < 1:
-        raise ValueError(f"need frames >= {min_frames(cfg.n_groups)} and batch >= 1, got {frames} and {batch}")
+    if frames < min_frames(cfg) or batch < 1:
+        raise ValueError(f"need frames >= {min_frames(cfg)} and batch >= 1, got {frames} and {batch}")
     ip = inference_params(model, params)
     fn = synthesis_fn(cfg, dtype)
-    t = output_length(frames, cfg.n_groups)
+    t = output_length(frames, cfg)
     mel = jax.ShapeDtypeStruct((batch, cfg.cond_channels, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((batch, t), jnp.float32)
     return jax.export.export(jax.jit(lambda m, z: fn(ip, m, z)), platforms=platforms)(mel, z)

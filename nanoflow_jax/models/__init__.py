@@ -14,7 +14,7 @@ import flax.linen as nn
 
 from nanoflow_jax.errors import ConfigError
 from nanoflow_jax.models.audio_config import ModelConfig
-from nanoflow_jax.models.audio_flow import HOP, AudioFlow
+from nanoflow_jax.models.audio_flow import AudioFlow
 from nanoflow_jax.models.image_config import GlowConfig
 from nanoflow_jax.models.image_flow import ImageFlow
 from nanoflow_jax.models.precision import POLICIES, precision_policy
@@ -50,7 +50,6 @@ def build_model(section: Any, **options: Any) -> AudioFlow | ImageFlow:
 
 
 __all__ = [
-    "HOP",
     "MODELS",
     "POLICIES",
     "AudioFlow",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 
 from nanoflow_jax.schema import Bool, Choice, Float, Int, Section, Subset, field
 
@@ -22,6 +23,14 @@ def _warn_short_receptive_field(rows: int, n_groups: int) -> None:
         rows,
         n_groups,
     )
+
+
+def upsample_strides(hop: int) -> tuple[int, int] | None:
+    """Two even strides whose product is `hop`, the pair closest to sqrt(hop) with the smaller first (a
+    transposed convolution of kernel 2s, stride s and padding s/2 centres each frame exactly only for
+    even s), or None when there is none (hop not a multiple of 4)."""
+    pairs = [(a, hop // a) for a in range(2, math.isqrt(hop) + 1, 2) if hop % a == 0 and (hop // a) % 2 == 0]
+    return pairs[-1] if pairs else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +52,12 @@ class ModelConfig(Section):
     channels: int = field(128, Int(min=1), "C, residual channels of the estimator")
     n_groups: int = field(16, Int(min=1), "G, rows of the 2-D layout (samples per column)")
     cond_channels: int = field(80, Int(min=1), "mel bands of the conditioning")
+    hop_length: int = field(
+        256,
+        Int(min=4, max=4096),
+        "samples per mel frame: the conditioner's two transposed convolutions upsample by two even strides "
+        "whose product is this (256 = 16 x 16, the official; 200 = 10 x 20, 300 = 10 x 30, 480 = 20 x 24)",
+    )
     height_dilation_cycle: int = field(
         1, Int(min=1), "layer i dilates height by 2 ** (i % cycle); the official n_layer_per_cycle"
     )
@@ -69,6 +84,8 @@ class ModelConfig(Section):
                 self.fail("shared_layers", f"is not allowed for variant {self.variant!r}: nanoflow or decomp only")
             if self.shared_layers > self.n_layers:
                 self.fail("shared_layers", f"is not allowed: at most model.n_layers = {self.n_layers}")
+        if upsample_strides(self.hop_length) is None:
+            self.fail("hop_length", "is not allowed: a product of two even strides (a multiple of 4)")
         if self.receptive_rows < self.n_groups:
             _warn_short_receptive_field(self.receptive_rows, self.n_groups)
 
@@ -79,6 +96,11 @@ class ModelConfig(Section):
         if self.variant == "waveflow":
             return 0
         return self.n_layers if self.shared_layers is None else self.shared_layers
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        """The conditioner's two upsampling strides, in order (their product is the hop)."""
+        return upsample_strides(self.hop_length)
 
     @property
     def n_heads(self) -> int:

@@ -29,7 +29,6 @@ from nanoflow_jax.models.precision import precision_policy
 from nanoflow_jax.models.wavenet2d import WaveNet2D
 
 Array = jax.Array
-HOP = 256
 
 _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 
@@ -49,7 +48,7 @@ class AudioFlow(nn.Module):
     def setup(self):
         cfg = self.config
         self.coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
-        self.conditioner = Conditioner()
+        self.conditioner = Conditioner(cfg.strides)
         if cfg.n_shared:
             self.estimator = WaveNet2D(cfg, 0, cfg.n_shared, has_front=True, precision=self.precision)
         if cfg.n_shared < cfg.n_layers:
@@ -104,8 +103,9 @@ class AudioFlow(nn.Module):
         cfg = self.config
         if mel.ndim != 3 or mel.shape[1] != cfg.cond_channels:
             raise ValueError(f"mel must be (batch, {cfg.cond_channels}, frames), got shape {mel.shape}")
-        if length > HOP * mel.shape[2]:
-            raise ValueError(f"{mel.shape[2]} mel frames condition at most {HOP * mel.shape[2]} samples, got {length}")
+        if length > cfg.hop_length * mel.shape[2]:
+            most = cfg.hop_length * mel.shape[2]
+            raise ValueError(f"{mel.shape[2]} mel frames condition at most {most} samples, got {length}")
         c = self.conditioner(mel.astype(jnp.float32), valid_frames)[:, :length]
         return to_rows(c, cfg.n_groups)
 
@@ -201,13 +201,13 @@ class AudioFlow(nn.Module):
         """audio (B, T), mel (B, bands, F) -> z (B, T), logdet (B,); with `return_coupling_params`
         also the (K, B, G, W, P) coupling parameters of every flow (affine: P = 2, log_s and t).
 
-        `lengths` (B,): each item is its first lengths[b] samples (a multiple of lcm(256, G)), the rest
+        `lengths` (B,): each item is its first lengths[b] samples (a multiple of lcm(hop, G)), the rest
         padding, with its mel computed from those samples alone (`mel_spectrogram(..., lengths=)`): the
         logdet counts the item's samples only, and z there is what the item alone would give."""
         self._check_audio(audio, "audio")
         cfg = self.config
         x = to_rows(audio.astype(jnp.float32), cfg.n_groups)
-        valid = None if lengths is None else jnp.asarray(lengths) // HOP + 1
+        valid = None if lengths is None else jnp.asarray(lengths) // cfg.hop_length + 1
         cond, c = self._conditioning(mel, audio.shape[1], valid)
         mask = None
         if lengths is not None:  # the valid columns of each item

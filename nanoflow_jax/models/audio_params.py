@@ -8,15 +8,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nanoflow_jax.models.audio_flow import HOP, AudioFlow
+from nanoflow_jax.models.audio_flow import AudioFlow
 from nanoflow_jax.models.layers import weight_norm
 
 
 def dummy_inputs(model: AudioFlow, batch: int = 1, frames: int = 1):
     """The smallest (audio, mel) the model takes: at least one column of G samples."""
     cfg = model.config
-    frames = max(frames, -(-cfg.n_groups // HOP))
-    t = HOP * frames // cfg.n_groups * cfg.n_groups
+    frames = max(frames, -(-cfg.n_groups // cfg.hop_length))
+    t = cfg.hop_length * frames // cfg.n_groups * cfg.n_groups
     return jnp.zeros((batch, t), jnp.float32), jnp.zeros((batch, cfg.cond_channels, frames), jnp.float32)
 
 

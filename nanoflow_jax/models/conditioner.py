@@ -1,6 +1,7 @@
-"""Mel upsampler: two weight-normed ConvTranspose2d(1 -> 1, (3, 32), stride (1, 16), padding (1, 8)) stages,
-each followed by LeakyReLU(0.4), over the mel treated as a one-channel (bands x frames) image. x16 twice =
-x256 = the hop, so F frames give 256 * F samples. Always true float32 (one channel: cheap)."""
+"""Mel upsampler: two weight-normed ConvTranspose2d(1 -> 1, (3, 2s), stride (1, s), padding (1, s/2)) stages,
+each followed by LeakyReLU(0.4), over the mel treated as a one-channel (bands x frames) image. The strides
+multiply to the hop (the official 16 x 16 = 256; `ModelConfig.strides` for others), so F frames give
+hop * F samples. Always true float32 (one channel: cheap)."""
 
 from __future__ import annotations
 
@@ -39,18 +40,19 @@ class UpsampleStage(nn.Module):
 
 
 class Conditioner(nn.Module):
-    """(B, bands, F) mel -> (B, 256 * F, bands) per-sample conditioning. With `valid_frames` (B,) each
+    """(B, bands, F) mel -> (B, hop * F, bands) per-sample conditioning. With `valid_frames` (B,) each
     item is its first frames only (the rest padding): every stage's input beyond the item is zeroed, as
-    if it were absent, so the first 256 * valid_frames samples are what the item alone would give."""
+    if it were absent, so the first hop * valid_frames samples are what the item alone would give."""
 
-    n_stages: int = 2
+    strides: tuple[int, ...] = (16, 16)
 
     @nn.compact
     def __call__(self, mel: Array, valid_frames: Array | None = None) -> Array:
-        x = mel[..., None]
-        for i in range(self.n_stages):
+        x, scale = mel[..., None], 1
+        for i, stride in enumerate(self.strides):
             if valid_frames is not None:
-                upsampled = (16**i) * valid_frames[:, None, None, None]
+                upsampled = scale * valid_frames[:, None, None, None]
                 x = jnp.where(jnp.arange(x.shape[2])[None, None, :, None] < upsampled, x, 0.0)
-            x = UpsampleStage(name=f"stage_{i}")(x)
+            x = UpsampleStage(stride, name=f"stage_{i}")(x)
+            scale *= stride
         return jnp.swapaxes(x[..., 0], 1, 2)

@@ -14,13 +14,14 @@ from typing import Any
 
 import jax
 
-from nanoflow_jax.audio.io import write_wav
+from nanoflow_jax.audio.io import write_wav, write_wav_stream
 from nanoflow_jax.files import resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field
+from nanoflow_jax.synth.chunked import DEFAULT_OVERLAP_FRAMES, synthesize, synthesize_chunks
 from nanoflow_jax.synth.denoise import Denoiser
-from nanoflow_jax.synth.fast import bucket_batch, bucket_frames_for, synthesize
+from nanoflow_jax.synth.fast import bucket_batch, bucket_frames_for
 from nanoflow_jax.synth.loading import load_mel, load_vocoder, wav_mel
 
 DEFAULT_OUT = "synth_out"
@@ -58,6 +59,15 @@ class SynthArgs(Section):
         "Pad frame counts to a multiple of this so lengths share compilations (0: eight per octave).",
     )
     seed: int = field(0, Int(min=0), "Seed of the latent noise.")
+    chunk_frames: int = field(
+        0,
+        Int(min=0, max=1_000_000),
+        "Synthesise each input in chunks of this many frames, writing audio as it comes (bounded memory "
+        "for any length); 0: whole utterances (inputs longer than 2048 frames are chunked all the same).",
+    )
+    overlap_frames: int = field(
+        DEFAULT_OVERLAP_FRAMES, Int(min=0, max=100_000), "Frames of context either side of each chunk."
+    )
 
     @classmethod
     def label(cls, name: str) -> str:
@@ -122,12 +132,16 @@ def run(args: SynthArgs, log=print) -> list[str]:
     mels = []
     for kind, path in inputs:  # check every input before the first compilation
         if kind == "mel":
-            mels.append(load_mel(path, cfg.cond_channels, cfg.n_groups))
+            mels.append(load_mel(path, cfg))
         else:
-            mels.append(wav_mel(path, mel_cfg, cfg.n_groups))
+            mels.append(wav_mel(path, mel_cfg, cfg))
     params = inference_params(model, params)  # once, not in every synthesize call
     denoiser = Denoiser(model, params, mel_cfg, dtype=args.dtype) if args.denoise > 0 else None
     rng = jax.random.PRNGKey(args.seed)
+    if args.chunk_frames:
+        if denoiser is not None:
+            raise ValueError("--denoise works on whole utterances: leave out --chunk_frames to use it")
+        return _run_chunked(args, model, params, mels, outs, mel_cfg.sample_rate, rng, log)
     written, total_audio, total_wall = [], 0.0, 0.0
     seen_shapes = set()
     for start in range(0, len(mels), args.batch):
@@ -161,6 +175,36 @@ def run(args: SynthArgs, log=print) -> list[str]:
             f"{_speed(total_audio, total_wall, mel_cfg.sample_rate)}"
         )
     return written
+
+
+def _run_chunked(args: SynthArgs, model, params, mels, outs, rate: int, rng, log) -> list[str]:
+    """Each input chunk by chunk, each chunk written as it comes; the time to the first chunk logged."""
+    for i, (mel, path) in enumerate(zip(mels, outs, strict=True)):
+        t0 = time.perf_counter()
+        first: list[float] = []
+
+        def pieces(mel=mel, i=i, t0=t0, first=first):
+            for piece in synthesize_chunks(
+                model,
+                params,
+                mel,
+                chunk_frames=args.chunk_frames,
+                overlap_frames=args.overlap_frames,
+                temperature=args.temperature,
+                dtype=args.dtype,
+                rng=jax.random.fold_in(rng, i),
+            ):
+                if not first:
+                    first.append(time.perf_counter() - t0)
+                yield piece
+
+        n = write_wav_stream(path, pieces(), rate)
+        wall = time.perf_counter() - t0
+        log(
+            f"{os.path.basename(path)}: {n / rate:.2f} s of audio in chunks of {args.chunk_frames} frames, the "
+            f"first after {first[0]:.2f} s (includes compiling), all in {wall:.2f} s: {_speed(n / rate, wall, rate)}"
+        )
+    return outs
 
 
 def _speed(audio_s: float, wall_s: float, rate: int) -> str:

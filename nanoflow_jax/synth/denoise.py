@@ -11,14 +11,15 @@ from scipy import signal
 
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.models import AudioFlow
-from nanoflow_jax.synth.fast import SILENCE, output_length, synthesize
+from nanoflow_jax.synth.chunked import synthesize
+from nanoflow_jax.synth.fast import SILENCE, output_length
 
 
 class Denoiser:
     def __init__(self, model: AudioFlow, params: Any, mel_config: Any = None, frames: int = 88, dtype: str = "float32"):
         self.mel = MelConfig.from_any(mel_config)
         silent = np.full((model.config.cond_channels, frames), SILENCE, np.float32)
-        z = np.zeros((1, output_length(frames, model.config.n_groups)), np.float32)
+        z = np.zeros((1, output_length(frames, model.config)), np.float32)
         bias_audio = synthesize(model, params, silent, z=z, dtype=dtype)[0]
         self.bias_spectrum = np.abs(self._stft(bias_audio)).mean(axis=1, keepdims=True)
 

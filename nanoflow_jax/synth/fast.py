@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nanoflow_jax.flows import from_rows, make_coupling
-from nanoflow_jax.models import HOP, POLICIES, AudioFlow, ModelConfig, precision_policy
+from nanoflow_jax.models import POLICIES, AudioFlow, ModelConfig, precision_policy
 from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.models.platform import on_platform
 from nanoflow_jax.models.precision import Precision
@@ -33,9 +33,9 @@ COND_CACHE_BYTES = 1 << 30
 SILENCE = math.log(1e-5)  # the log-mel floor: the pad value for shorter mels in a batch
 
 
-def output_length(frames: int, n_groups: int) -> int:
-    """Samples synthesised from `frames` mel frames: 256 * (frames - 3), down to a multiple of G."""
-    return max(HOP * (frames - TRIM_FRAMES), 0) // n_groups * n_groups
+def output_length(frames: int, cfg: ModelConfig) -> int:
+    """Samples synthesised from `frames` mel frames: hop * (frames - 3), down to a multiple of G."""
+    return max(cfg.hop_length * (frames - TRIM_FRAMES), 0) // cfg.n_groups * cfg.n_groups
 
 
 def cache_cond_fits(cfg: ModelConfig, batch: int, samples: int) -> bool:
@@ -43,8 +43,8 @@ def cache_cond_fits(cfg: ModelConfig, batch: int, samples: int) -> bool:
     return batch * samples * cfg.n_shared * 2 * cfg.channels * 4 <= COND_CACHE_BYTES
 
 
-def min_frames(n_groups: int) -> int:
-    return next(f for f in range(TRIM_FRAMES + 1, TRIM_FRAMES + 2 + n_groups) if output_length(f, n_groups) > 0)
+def min_frames(cfg: ModelConfig) -> int:
+    return next(f for f in range(TRIM_FRAMES + 1, TRIM_FRAMES + 2 + cfg.n_groups) if output_length(f, cfg) > 0)
 
 
 def _flow_inputs(cfg: ModelConfig, p: dict) -> dict:
@@ -172,7 +172,7 @@ def synthesis_fn(
 
 
 # -- the public entry point -------------------------------------------------------------------------
-def _as_batch(mel: Any, bands: int) -> tuple[list[np.ndarray], bool]:
+def as_batch(mel: Any, bands: int) -> tuple[list[np.ndarray], bool]:
     """-> list of (bands, F) float32 mels, and whether the caller gave one batched array."""
     if isinstance(mel, (list, tuple)):
         mels = [np.asarray(m, np.float32) for m in mel]
@@ -188,7 +188,24 @@ def _as_batch(mel: Any, bands: int) -> tuple[list[np.ndarray], bool]:
     return list(m), True
 
 
-def synthesize(
+def check_mels(mels: Sequence[np.ndarray], cfg: ModelConfig, dtype: str) -> list[int]:
+    """The output length of each (bands, F) mel, after checking that there is one, each is finite and long
+    enough, and `dtype` is a policy."""
+    if dtype not in POLICIES:
+        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
+    if not mels:
+        raise ValueError("no mel spectrograms given")
+    lengths = [output_length(m.shape[1], cfg) for m in mels]
+    if min(lengths) <= 0:
+        need = min_frames(cfg)
+        raise ValueError(f"a mel needs at least {need} frames to synthesise audio, got {min(m.shape[1] for m in mels)}")
+    for m in mels:
+        if not np.all(np.isfinite(m)):
+            raise ValueError("mel contains NaN or Inf values")
+    return lengths
+
+
+def synthesize_batch(
     model: AudioFlow,
     params: Any,
     mel: Any,
@@ -200,11 +217,12 @@ def synthesize(
     cache_cond: bool | None = None,
     bucket_frames: int | None = None,
 ) -> Any:
-    """Audio from mel spectrograms with the cached fast inverse.
+    """Audio from mel spectrograms with the cached fast inverse, the whole batch in one program (`synthesize`
+    chunks long mels over time around this).
 
     mel: (bands, F) or (B, bands, F) array, or a list of (bands, F_i) arrays of different lengths
         (padded to the longest, each output trimmed to its own length).
-    Each mel of F frames gives 256 * (F - 3) samples (the official synthesis' trim, down to a
+    Each mel of F frames gives hop * (F - 3) samples (the official synthesis' trim, down to a
     multiple of G). z: the latent noise, (B, T) or a list of (T_i,), else temperature * N(0, 1) from
     `rng` (default PRNGKey(0)). dtype: "float32", "float16" or "bfloat16" for the estimator's matmuls;
     a non-finite result in reduced precision is redone in float32 with a warning.
@@ -216,26 +234,16 @@ def synthesize(
     Returns (B, T) for an array input and a list of 1-D arrays for a list.
     """
     cfg = model.config
-    if dtype not in POLICIES:
-        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
-    mels, batched = _as_batch(mel, cfg.cond_channels)
-    if not mels:
-        raise ValueError("no mel spectrograms given")
+    mels, batched = as_batch(mel, cfg.cond_channels)
+    lengths = check_mels(mels, cfg, dtype)
     frames = [m.shape[1] for m in mels]
-    lengths = [output_length(f, cfg.n_groups) for f in frames]
-    if min(lengths) <= 0:
-        need = min_frames(cfg.n_groups)
-        raise ValueError(f"a mel needs at least {need} frames to synthesise audio, got {min(frames)}")
-    for m in mels:
-        if not np.all(np.isfinite(m)):
-            raise ValueError("mel contains NaN or Inf values")
     f_max = bucket_frames_for(max(frames), bucket_frames)
-    t_max = output_length(f_max, cfg.n_groups)
+    t_max = output_length(f_max, cfg)
     b, b_pad = len(mels), bucket_batch(len(mels))
     silent = np.full((cfg.cond_channels, f_max), SILENCE, np.float32)
     mel_b = np.stack([np.pad(m, ((0, 0), (0, f_max - m.shape[1])), constant_values=SILENCE) for m in mels])
     mel_b = np.concatenate([mel_b, np.broadcast_to(silent, (b_pad - b,) + silent.shape)])
-    z_b = jnp.pad(_noise(z, lengths, t_max, temperature, rng), ((0, b_pad - b), (0, 0)))
+    z_b = jnp.pad(draw_noise(z, lengths, t_max, temperature, rng), ((0, b_pad - b), (0, 0)))
     widths = jnp.asarray([t // cfg.n_groups for t in lengths] + [0] * (b_pad - b))  # padding rows: none valid
     if cache_cond is None:
         cache_cond = cache_cond_fits(cfg, b_pad, t_max)
@@ -267,7 +275,7 @@ def bucket_batch(b: int) -> int:
     return 1 << (b - 1).bit_length() if b <= 8 else -(-b // 8) * 8
 
 
-def _noise(z: Any, lengths: Sequence[int], t_max: int, temperature: float, rng) -> Array:
+def draw_noise(z: Any, lengths: Sequence[int], t_max: int, temperature: float, rng) -> Array:
     b = len(lengths)
     if z is None:  # drawn at the items' own length: the padding of a bucket does not change the noise
         rng = jax.random.PRNGKey(0) if rng is None else rng

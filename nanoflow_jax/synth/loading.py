@@ -17,7 +17,7 @@ from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
 from nanoflow_jax.errors import InputError
 from nanoflow_jax.files import check_input_file
-from nanoflow_jax.models import HOP, AudioFlow
+from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.synth.fast import min_frames, output_length
 
 
@@ -64,10 +64,15 @@ def available_memory() -> int:
     return 8 << 30
 
 
-def max_mel_frames(n_mels: int, hop: int = HOP) -> int:
-    """The longest mel synthesis may take here: a frame costs hop x (12 x bands + 64) bytes, half of the
-    available memory at most (22.05 kHz, 80 bands: ~262 KB a frame, so 24 GiB free takes ~13 hours)."""
-    return max(available_memory() // 2 // (hop * (SYNTH_BYTES_PER_SAMPLE_PER_BAND * n_mels + 64)), 1)
+def frame_bytes(cfg: ModelConfig) -> int:
+    """What synthesis holds per mel frame: hop x (12 x bands + 64) bytes (hop 256, 80 bands: ~262 KB)."""
+    return cfg.hop_length * (SYNTH_BYTES_PER_SAMPLE_PER_BAND * cfg.cond_channels + 64)
+
+
+def max_mel_frames(cfg: ModelConfig) -> int:
+    """The longest mel one synthesis program may take here: half of the available memory at most (22.05
+    kHz, 80 bands: 24 GiB free takes ~13 hours). Chunked synthesis (`synth.chunked`) has no such bound."""
+    return max(available_memory() // 2 // frame_bytes(cfg), 1)
 
 
 def _npy_header(path: str, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -89,10 +94,11 @@ def _npy_header(path: str, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
     return shape, dtype, offset
 
 
-def load_mel(path: str, n_mels: int, n_groups: int, max_frames: int | None = None) -> np.ndarray:
+def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.ndarray:
     """A .npy mel as (n_mels, frames) float32: (n_mels, F), (1, n_mels, F), or (F, n_mels) when that
     reading is the only one that fits. The header is checked against the file and the frame count against
     `max_frames` (default: what this machine's memory can synthesise) before the data is read."""
+    n_mels = cfg.cond_channels
     size = check_input_file(path, "mel file")
     shape, _, _ = _npy_header(path, size)
     dims = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
@@ -101,11 +107,11 @@ def load_mel(path: str, n_mels: int, n_groups: int, max_frames: int | None = Non
     if dims[0] != n_mels and dims[1] != n_mels:
         raise InputError(f"{path}: mel has shape {shape}; the model expects {n_mels} mel bands")
     frames = dims[1] if dims[0] == n_mels else dims[0]
-    limit = max_mel_frames(n_mels) if max_frames is None else max_frames
+    limit = max_mel_frames(cfg) if max_frames is None else max_frames
     if frames > limit:
         raise InputError(
             f"{path}: {frames} frames is more than the {limit} this machine's memory can synthesise "
-            f"(~{HOP * (SYNTH_BYTES_PER_SAMPLE_PER_BAND * n_mels + 64) // 1024} KB a frame)"
+            f"(~{frame_bytes(cfg) // 1024} KB a frame)"
         )
     try:
         m = np.load(path, allow_pickle=False)
@@ -117,16 +123,16 @@ def load_mel(path: str, n_mels: int, n_groups: int, max_frames: int | None = Non
         m = m.T  # (frames, bands)
     if not np.all(np.isfinite(m)):
         raise InputError(f"{path}: mel contains NaN or Inf values")
-    need = min_frames(n_groups)
+    need = min_frames(cfg)
     if m.shape[1] < need:
         raise InputError(f"{path}: mel has {m.shape[1]} frames; at least {need} are needed")
     return m.astype(np.float32)
 
 
-def wav_mel(path: str, mel_cfg: MelConfig, n_groups: int) -> np.ndarray:
-    audio, rate = read_audio(path, max_seconds=max_mel_frames(mel_cfg.n_mels) * HOP / mel_cfg.sample_rate)
+def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:
+    audio, rate = read_audio(path, max_seconds=max_mel_frames(cfg) * cfg.hop_length / mel_cfg.sample_rate)
     audio = resample(audio, rate, mel_cfg.sample_rate)
     mel = np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
-    if output_length(mel.shape[1], n_groups) <= 0:
+    if output_length(mel.shape[1], cfg) <= 0:
         raise ValueError(f"{path}: too short to synthesise ({len(audio)} samples)")
     return mel

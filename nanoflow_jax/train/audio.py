@@ -19,7 +19,7 @@ from nanoflow_jax.audio.io import write_wav
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.convert import params_from_state_dict, state_dict_from
 from nanoflow_jax.data import CropLoader, load_splits
-from nanoflow_jax.data.audio_config import HOP, AudioDataConfig
+from nanoflow_jax.data.audio_config import AudioDataConfig
 from nanoflow_jax.errors import DataError
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.models.audio_params import init_params
@@ -88,7 +88,7 @@ class AudioTask(Task):
         t = self.train
         self.model = AudioFlow(self.model_config, remat=t.remat, dtype=t.compute_dtype)
         self.eval_model = AudioFlow(self.model_config)  # true float32, no remat
-        self.multiple = math.lcm(HOP, self.model_config.n_groups)
+        self.multiple = math.lcm(self.model_config.hop_length, self.model_config.n_groups)
         self._griffin_lim: dict[str, float] | None = None  # the baseline's quality, once
 
     def check(self, n_devices: int) -> None:
@@ -97,6 +97,8 @@ class AudioTask(Task):
             d.fail("segment_length", f"is not allowed: a multiple of model.n_groups = {m.n_groups}")
         if d.n_mels != m.cond_channels:
             d.fail("n_mels", f"is not allowed: must equal model.cond_channels = {m.cond_channels}")
+        if d.hop_length != m.hop_length:
+            d.fail("hop_length", f"is not allowed: must equal model.hop_length = {m.hop_length} (the upsampling)")
 
     def load_data(self, log: Callable) -> None:
         self.train_set, self.test_set = load_splits(self.data, log, jax.process_index(), jax.process_count())
