@@ -6,8 +6,12 @@
     python synth.py --wav speech.wav --checkpoint runs/demo          # copy-synthesis through our mel
     python synth.py --mel file.npy --official waveflow.pt --config waveflow.json
 
-A mel is (80, F), (1, 80, F) or (F, 80) float, natural-log Tacotron2 scale; F frames give 256 * (F - 3)
-samples. Output: 16-bit PCM WAV at the model's sample rate, written atomically.
+    python synth.py --mel long.npy --chunk_frames 512                  # streamed, bounded memory
+    python synth.py --mel hifigan_mel.npy --mel_convention hifigan     # or espnet with --mel_stats stats.npy
+
+A mel is (80, F), (1, 80, F) or (F, 80) float, natural-log Tacotron2 scale (other front-ends' mels
+convert with --mel_convention); F frames give hop * (F - 3) samples. Output: 16-bit PCM WAV at the
+model's sample rate, written atomically.
 """
 
 from absl import app, flags, logging

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from nanoflow_jax.audio.conventions import convention_warning, to_model_mel
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.convert import config_from_official, load_official
 from nanoflow_jax.flows import nll
 from nanoflow_jax.models import AudioFlow, GlowConfig, ImageFlow, ModelConfig, build_model
 from nanoflow_jax.models.audio_params import inference_params, init_params
 from nanoflow_jax.models.params import count_params
-from nanoflow_jax.synth import synthesize
+from nanoflow_jax.synth import synthesize, synthesize_chunks
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "ModelConfig",
     "build_model",
     "config_from_official",
+    "convention_warning",
     "count_params",
     "inference_params",
     "init_params",
@@ -65,4 +67,6 @@ __all__ = [
     "mel_spectrogram",
     "nll",
     "synthesize",
+    "synthesize_chunks",
+    "to_model_mel",
 ]

@@ -3,10 +3,11 @@ crash or an error never leaves a partial file under the real name."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], suffix: str = "") -> None:
@@ -109,3 +110,29 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+NPY_HEADER_BYTES = 1 << 16
+
+
+def npy_header(path: str, size: int) -> tuple[tuple[int, ...], Any, int]:
+    """(shape, dtype, data offset) of a .npy file, checked against the file's real size before any data
+    is read (a header claiming 40 GB in a 1 KB file is refused here)."""
+    import numpy as np
+
+    from nanoflow_jax.errors import InputError
+
+    with open(path, "rb") as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f, max_header_size=NPY_HEADER_BYTES)
+        except (ValueError, OSError, EOFError, SyntaxError) as e:
+            raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
+        offset = f.tell()
+    if dtype.hasobject or dtype.kind != "f":
+        raise InputError(f"{path}: mel must hold floating-point values, got dtype {dtype}")
+    need = math.prod(shape) * dtype.itemsize
+    if offset + need != size:
+        raise InputError(f"{path}: its header declares shape {shape} ({need} bytes) but the file holds {size - offset}")
+    return shape, dtype, offset

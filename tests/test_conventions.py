@@ -107,3 +107,32 @@ def test_bad_stats_are_one_line(tmp_path):
     np.save(tmp_path / "z.npy", np.stack([np.zeros(80), np.zeros(80)]))
     with pytest.raises(InputError, match="positive scale"):
         load_stats(str(tmp_path / "z.npy"), 80)
+
+
+def test_synth_py_converts_espnet_mels_and_warns_on_unconverted_ones(speech, tmp_path):
+    from nanoflow_jax.synth.command import SynthArgs, run
+
+    x, ours = speech
+    ours = ours[:, :60]
+    log10 = espnet_mel(x)[:, :60]
+    stats = np.stack([log10.mean(axis=1), log10.std(axis=1)])
+    np.save(tmp_path / "stats.npy", stats)
+    np.save(tmp_path / "ours.npy", ours.astype(np.float32))
+    np.save(tmp_path / "espnet.npy", ((log10 - stats[0][:, None]) / stats[1][:, None]).astype(np.float32))
+    logs = []
+    [a] = run(SynthArgs(mel=str(tmp_path / "ours.npy"), out=str(tmp_path / "a.wav")), log=logs.append)
+    [b] = run(
+        SynthArgs(
+            mel=str(tmp_path / "espnet.npy"),
+            out=str(tmp_path / "b.wav"),
+            mel_convention="espnet",
+            mel_stats=str(tmp_path / "stats.npy"),
+        ),
+        log=logs.append,
+    )
+    assert not [line for line in logs if line.startswith("warning")]
+    wa, wb = read_audio(a)[0], read_audio(b)[0]
+    assert wa.shape == wb.shape
+    assert np.max(np.abs(wa - wb)) < 0.01 * np.max(np.abs(wa)) + 1e-3
+    run(SynthArgs(mel=str(tmp_path / "espnet.npy"), out=str(tmp_path / "c.wav")), log=logs.append)
+    assert [line for line in logs if line.startswith("warning: espnet.npy:") and "mean-variance" in line]

@@ -51,9 +51,7 @@ def load_stats(path: str, n_mels: int) -> np.ndarray:
     return stats.astype(np.float64)
 
 
-def to_model_mel(
-    mel: np.ndarray, convention: str, cfg: MelConfig, stats: np.ndarray | None = None
-) -> np.ndarray:
+def to_model_mel(mel: np.ndarray, convention: str, cfg: MelConfig, stats: np.ndarray | None = None) -> np.ndarray:
     """(bands, F) mel in `convention` -> (bands, F') in the model's (F' = F + 1 for hifigan)."""
     mel = np.asarray(mel, np.float64)
     floor = math.log(cfg.clamp)

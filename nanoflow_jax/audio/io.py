@@ -15,9 +15,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from nanoflow_jax.errors import AudioReadError, InputError
-from nanoflow_jax.files import atomic_write, check_input_file
+from nanoflow_jax.files import atomic_write, check_input_file, npy_header
 
-__all__ = ["AudioReadError", "read_audio", "resample", "write_wav", "write_wav_stream"]
+__all__ = ["AudioReadError", "read_audio", "read_mel", "resample", "write_wav", "write_wav_stream"]
 
 
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates a file may declare (a 1 Hz file resampled would explode)
@@ -113,3 +113,30 @@ def write_wav_stream(path: str | os.PathLike, pieces: Iterable[np.ndarray], samp
 
     atomic_write(path, write, suffix=".wav")
     return written
+
+
+def read_mel(path: str, n_mels: int, max_frames: int, limit_reason: str = "allowed") -> np.ndarray:
+    """A .npy mel as (n_mels, frames) float32: (n_mels, F), (1, n_mels, F), or (F, n_mels) when that reading
+    is the only one that fits. The header is checked against the file and the frame count against
+    `max_frames` before the data is read; NaN / Inf refused."""
+    size = check_input_file(path, "mel file")
+    shape, _, _ = npy_header(path, size)
+    dims = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
+    if len(dims) != 2:
+        raise InputError(f"{path}: mel must be ({n_mels}, frames) or (1, {n_mels}, frames), got shape {shape}")
+    if dims[0] != n_mels and dims[1] != n_mels:
+        raise InputError(f"{path}: mel has shape {shape}; the model expects {n_mels} mel bands")
+    frames = dims[1] if dims[0] == n_mels else dims[0]
+    if frames > max_frames:
+        raise InputError(f"{path}: {frames} frames is more than the {max_frames} {limit_reason}")
+    try:
+        m = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
+    if m.ndim == 3:
+        m = m[0]
+    if m.shape[0] != n_mels:
+        m = m.T  # (frames, bands)
+    if not np.all(np.isfinite(m)):
+        raise InputError(f"{path}: mel contains NaN or Inf values")
+    return m.astype(np.float32)

@@ -12,8 +12,9 @@ from nanoflow_jax.schema import Choice, Float, Int, Text, field
 class AudioDataConfig(MelConfig):
     source: str = field(
         "folder",
-        Choice(("folder", "filelist", "tfds")),
-        "folder (LJSpeech layout or any folder of wavs), filelist (a text file of paths) or tfds",
+        Choice(("folder", "filelist", "tfds", "pairs")),
+        "folder (LJSpeech layout or any folder of wavs), filelist (a text file of paths), tfds, or pairs "
+        "(a folder of wavs each with a .npy mel of the same name: a TTS model's ground-truth-aligned mels)",
     )
     path: str = field("", Text(), "the dataset folder or file list (demo: the bundled corpus)")
     segment_length: int = field(16000, Int(min=1), "samples per training crop (a multiple of model.n_groups)")
@@ -24,6 +25,11 @@ class AudioDataConfig(MelConfig):
         "sorted",
         Choice(("sorted", "per_folder")),
         "sorted: the first test_fraction of all files by name; per_folder: of each folder's (per speaker)",
+    )
+    pair_tolerance_frames: int = field(
+        2,
+        Int(min=0, max=1000),
+        "pairs: how far mel frames x hop may differ from the wav's samples (in frames) before the pair is skipped",
     )
     max_memory_gb: float = field(
         8.0, Float(min=0.0), "keep the decoded corpus in memory (int16) when it fits in this; else read per crop"

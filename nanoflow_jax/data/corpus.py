@@ -29,6 +29,8 @@ class AudioSet:
     sample_rate: int
     audio: list[np.ndarray] | None  # int16 (or float32) arrays; None: decode on demand
     lengths: list[int]
+    mels: list[np.ndarray] | None = None  # pairs: each utterance's given (bands, frames) mel, frame-aligned
+    hop_length: int = 256  # samples per frame of `mels`
 
     def __len__(self) -> int:
         return len(self.names)

@@ -9,6 +9,7 @@ decoded on demand is decoded by a pool of worker threads, a batch's files in par
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -17,6 +18,23 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from nanoflow_jax.data.corpus import AudioSet, to_float
+
+
+def crop_pair(
+    x: np.ndarray, mel: np.ndarray, length: int, hop: int, rng: np.random.Generator, floor: float
+) -> dict[str, np.ndarray]:
+    """A random `length`-sample window starting on a frame boundary and the `length // hop + 1` mel frames
+    centred on its hops (what our mel of the window has), both padded at the end (audio with zeros, the
+    mel with the log floor) when the utterance is shorter."""
+    frames = length // hop + 1
+    last = max(0, min(len(x) // hop - length // hop, mel.shape[1] - frames))
+    k = int(rng.integers(0, last + 1))
+    audio = x[k * hop : k * hop + length]
+    m = mel[:, k : k + frames]
+    return {
+        "audio": np.pad(to_float(audio), (0, length - len(audio))),
+        "mel": np.pad(m, ((0, 0), (0, frames - m.shape[1])), constant_values=floor),
+    }
 
 
 def crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -40,11 +58,13 @@ class CropLoader:
         position: int = 0,
         prefetch: int = 4,
         workers: int | None = None,
+        mel_floor: float = math.log(1e-5),
     ):
         if len(data) == 0:
             raise ValueError("no training files to load")
         self.data, self.batch_size, self.segment_length, self.seed = data, batch_size, segment_length, seed
         self.process_index = process_index
+        self.floor = mel_floor
         self.position = position  # items of the stream already handed out
         self._epoch_cache: tuple[int, np.ndarray] | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -65,13 +85,19 @@ class CropLoader:
         epoch, i = divmod(p, len(self.data))
         idx = int(self._shard(epoch)[i])
         rng = np.random.default_rng((self.seed, self.process_index, epoch, i))
+        if self.data.mels is not None:
+            mel = self.data.mels[idx]
+            return crop_pair(self.data.samples(idx), mel, self.segment_length, self.data.hop_length, rng, self.floor)
         return to_float(crop(self.data.samples(idx), self.segment_length, rng))
 
-    def batch_at(self, position: int) -> np.ndarray:
-        """The batch at a stream position: float32 (batch_size, segment_length)."""
+    def batch_at(self, position: int) -> np.ndarray | dict[str, np.ndarray]:
+        """The batch at a stream position: float32 (batch_size, segment_length), or for pairs {"audio": that,
+        "mel": (batch_size, bands, segment_length // hop + 1)}."""
         positions = range(position, position + self.batch_size)
-        items = map(self._item, positions) if self._pool is None else self._pool.map(self._item, positions)
-        return np.stack(list(items))
+        items = list(map(self._item, positions) if self._pool is None else self._pool.map(self._item, positions))
+        if isinstance(items[0], dict):
+            return {k: np.stack([it[k] for it in items]) for k in items[0]}
+        return np.stack(items)
 
     def _fill(self, position: int):
         while not self._stop.is_set():

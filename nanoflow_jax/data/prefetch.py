@@ -33,7 +33,8 @@ class device_batches:  # noqa: N801  (used like a generator function)
         try:
             while not self._stop.is_set():
                 host = next(self.loader)
-                item = (jax.make_array_from_process_local_data(self.sharding, host), self.loader.state()["position"])
+                put = lambda a: jax.make_array_from_process_local_data(self.sharding, a)  # noqa: E731
+                item = (jax.tree.map(put, host), self.loader.state()["position"])
                 self._put(item)
         except StopIteration:  # the loader was closed
             return

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from nanoflow_jax.audio.io import read_audio, resample
+from nanoflow_jax.audio.io import read_audio, read_mel, resample
 from nanoflow_jax.data.corpus import AudioSet, to_int16
-from nanoflow_jax.errors import AudioReadError, DataError
+from nanoflow_jax.errors import AudioReadError, DataError, InputError
 from nanoflow_jax.files import resolve_path
 
 DEMO_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
@@ -66,8 +66,12 @@ def list_files(source: str, path: str) -> list[str]:
                 for n in names
                 if n.lower().endswith((".wav", ".flac"))
             ]
+    elif source == "pairs":
+        if not os.path.isdir(path):
+            raise DataError(f"pairs folder {path} does not exist")
+        files = [os.path.join(root, n) for root, _, names in os.walk(path) for n in names if n.lower().endswith(".wav")]
     else:
-        raise DataError(f"unknown data.source {source!r}; expected 'folder', 'filelist' or 'tfds'")
+        raise DataError(f"unknown data.source {source!r}; expected 'folder', 'filelist', 'tfds' or 'pairs'")
     if not files:
         raise DataError(f"no audio files found in {path}")
     return sorted(files, key=os.path.basename)
@@ -97,21 +101,50 @@ class _Budget:
             return self.left >= 0
 
 
-def _check(path: str, sample_rate: int, budget: _Budget):
-    """-> (status, int16 samples or None once the memory budget is spent, length, resampled)."""
+def mel_files(root: str) -> dict[str, str]:
+    """{stem: path} of the .npy files under `root` (pairs: a wav's mel has its stem)."""
+    return {
+        os.path.splitext(n)[0]: os.path.join(r, n) for r, _, names in os.walk(root) for n in names if n.endswith(".npy")
+    }
+
+
+def _pair_mel(path: str, mels: dict[str, str], n_samples: int, data: Any) -> tuple[str, np.ndarray | None]:
+    """The mel paired with a wav of `n_samples` (at data.sample_rate), trimmed to the frames the audio
+    covers: -> (status, mel or None). Ours has n // hop + 1 frames; a TTS model's may differ by
+    data.pair_tolerance_frames."""
+    mel_path = mels.get(os.path.splitext(os.path.basename(path))[0])
+    if mel_path is None:
+        return "without a mel", None
+    try:
+        mel = read_mel(mel_path, data.n_mels, n_samples // data.hop_length + 1 + data.pair_tolerance_frames)
+    except InputError:
+        return "with an unreadable or too long mel", None
+    if abs(mel.shape[1] * data.hop_length - n_samples) > (data.pair_tolerance_frames + 1) * data.hop_length:
+        return "with a mel of another length", None
+    return "ok", mel
+
+
+def _check(path: str, sample_rate: int, budget: _Budget, pair=None):
+    """-> (status, int16 samples or None once the memory budget is spent, length, resampled, mel)."""
     try:
         x, sr = read_audio(path)
     except AudioReadError as e:
-        return e.kind, None, 0, False
+        return e.kind, None, 0, False, None
     if x.size == 0:
-        return "empty", None, 0, False
+        return "empty", None, 0, False, None
     peak = float(np.max(np.abs(x)))
     if peak < SILENCE_PEAK:
-        return "silent", None, 0, False
+        return "silent", None, 0, False, None
     if np.mean(np.abs(x) >= CLIP_LEVEL) > CLIP_FRACTION:
-        return "clipped", None, 0, False
+        return "clipped", None, 0, False, None
     x = to_int16(resample(x, sr, sample_rate))
-    return "ok", (x if budget.take(x.nbytes) else None), len(x), sr != sample_rate
+    mel = None
+    if pair is not None:
+        status, mel = _pair_mel(path, pair[0], len(x), pair[1])
+        if mel is None:
+            return status, None, 0, False, None
+        budget.take(mel.nbytes)  # pairs keep their mels in memory whatever the budget
+    return "ok", (x if budget.take(x.nbytes) else None), len(x), sr != sample_rate, mel
 
 
 def load_splits(data: Any, log=print, process_index: int = 0, process_count: int = 1) -> tuple[AudioSet, AudioSet]:
@@ -129,12 +162,13 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
     mine = test_files + train_files
     max_gb = getattr(data, "max_memory_gb", 8.0)
     budget = _Budget(int(max_gb * 2**30))
+    pair = (mel_files(resolve_path(data.path)), data) if data.source == "pairs" else None
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 1))) as pool:
-        results = list(pool.map(lambda p: _check(p, data.sample_rate, budget), mine))
+        results = list(pool.map(lambda p: _check(p, data.sample_rate, budget, pair), mine))
     counts: dict[str, int] = {}
     for status, *_ in results:
         counts[status] = counts.get(status, 0) + 1
-    n_resampled = sum(r for s, _, _, r in results if s == "ok")
+    n_resampled = sum(r for s, _, _, r, _ in results if s == "ok")
     skipped = {k: v for k, v in counts.items() if k != "ok"}
     who = f" (host {process_index} of {process_count})" if process_count > 1 else ""
     msg = f"data{who}: {counts.get('ok', 0)} of {len(mine)} files usable"
@@ -146,16 +180,18 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
     if not in_memory:
         msg += f"; more than data.max_memory_gb={max_gb:g}: decoded per crop"
     log(msg)
-    good = [(f, x, n) for f, (s, x, n, _) in zip(mine, results, strict=True) if s == "ok"]
+    good = [(f, x, n, m) for f, (s, x, n, _, m) in zip(mine, results, strict=True) if s == "ok"]
     if not good:
         raise DataError(f"no usable audio in {data.path}")
 
     def make(items):
         return AudioSet(
-            [f for f, _, _ in items],
+            [f for f, _, _, _ in items],
             data.sample_rate,
-            [x for _, x, _ in items] if in_memory else None,
-            [n for _, _, n in items],
+            [x for _, x, _, _ in items] if in_memory else None,
+            [n for _, _, n, _ in items],
+            [m for *_, m in items] if pair else None,
+            data.hop_length,
         )
 
     return make([g for g in good if g[0] not in held_out]), make([g for g in good if g[0] in held_out])

@@ -14,11 +14,12 @@ from typing import Any
 
 import jax
 
+from nanoflow_jax.audio.conventions import CONVENTIONS, check_filterbank, convention_warning, load_stats, to_model_mel
 from nanoflow_jax.audio.io import write_wav, write_wav_stream
 from nanoflow_jax.files import resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.audio_params import inference_params
-from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field
+from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field, rule_of
 from nanoflow_jax.synth.chunked import DEFAULT_OVERLAP_FRAMES, synthesize, synthesize_chunks
 from nanoflow_jax.synth.denoise import Denoiser
 from nanoflow_jax.synth.fast import bucket_batch, bucket_frames_for
@@ -59,6 +60,19 @@ class SynthArgs(Section):
         "Pad frame counts to a multiple of this so lengths share compilations (0: eight per octave).",
     )
     seed: int = field(0, Int(min=0), "Seed of the latent noise.")
+    mel_convention: str = field(
+        "tacotron2",
+        Choice(CONVENTIONS),
+        "The front-end that made the --mel / --mel_dir inputs: tacotron2 (ours, natural log), hifigan "
+        "(half a hop later, interpolated) or espnet (log10, normalised: needs --mel_stats).",
+    )
+    mel_stats: str | None = _path("ESPnet / ParallelWaveGAN stats.npy, (2, bands): the log10 mel's mean, then scale.")
+    mel_fmin: float | None = field(
+        None, Float(min=0.0, optional=True), "The front-end's lowest mel band edge in Hz (default: the model's)."
+    )
+    mel_fmax: float | None = field(
+        None, Float(min=0.0, optional=True), "The front-end's highest mel band edge in Hz (default: the model's)."
+    )
     chunk_frames: int = field(
         0,
         Int(min=0, max=1_000_000),
@@ -112,7 +126,7 @@ def _out_paths(args: SynthArgs, inputs: list[tuple[str, str]]) -> list[str]:
     return [os.path.join(args.out or DEFAULT_OUT, s) for s in stems]
 
 
-PATHS = ("mel", "mel_dir", "wav", "wav_dir", "checkpoint", "official", "config", "out")
+PATHS = ("mel", "mel_dir", "wav", "wav_dir", "checkpoint", "official", "config", "out", "mel_stats")
 
 
 def run(args: SynthArgs, log=print) -> list[str]:
@@ -129,10 +143,19 @@ def run(args: SynthArgs, log=print) -> list[str]:
         mel_cfg = voice_mel_config()
         log(f"no --checkpoint or --official: the shipped voice {DEFAULT_VOICE} ({voice_info()['summary']})")
     cfg = model.config
+    stats = None
+    if args.mel_convention != "tacotron2" or args.mel_stats:
+        check_filterbank(mel_cfg, args.mel_fmin, args.mel_fmax, args.mel_convention)
+        if args.mel_stats:
+            stats = load_stats(args.mel_stats, cfg.cond_channels)
     mels = []
     for kind, path in inputs:  # check every input before the first compilation
         if kind == "mel":
-            mels.append(load_mel(path, cfg))
+            mel = to_model_mel(load_mel(path, cfg), args.mel_convention, mel_cfg, stats)
+            warning = convention_warning(mel, mel_cfg)
+            if warning:
+                log(f"warning: {os.path.basename(path)}: {warning}")
+            mels.append(mel)
         else:
             mels.append(wav_mel(path, mel_cfg, cfg))
     params = inference_params(model, params)  # once, not in every synthesize call
@@ -217,8 +240,11 @@ def define_flags() -> None:
     from absl import flags
 
     for f in dataclasses.fields(SynthArgs):
-        define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(type(f.default), flags.DEFINE_string)
-        define(f.name, f.default, f.metadata["doc"])
+        rule = rule_of(f)
+        define = (
+            flags.DEFINE_integer if isinstance(rule, Int) else flags.DEFINE_float if isinstance(rule, Float) else None
+        )
+        (define or flags.DEFINE_string)(f.name, f.default, f.metadata["doc"])
 
 
 def from_flags(flags: Any) -> SynthArgs:

@@ -4,19 +4,17 @@ failure is one error naming the file and what was expected."""
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-from nanoflow_jax.audio.io import read_audio, resample
+from nanoflow_jax.audio.io import read_audio, read_mel, resample
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
 from nanoflow_jax.errors import InputError
-from nanoflow_jax.files import check_input_file
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.synth.fast import min_frames, output_length
 
@@ -46,10 +44,9 @@ def load_vocoder(
     raise ValueError("no model: give --checkpoint DIR or --official CKPT.pt --config CONFIG.json")
 
 
-# what synthesis holds per output sample: the upsampled conditioning (bands), its intermediates and the
-# samples, ~3 x bands + 16 float32 values (measured scale; the shared layers' cache is capped separately)
-SYNTH_BYTES_PER_SAMPLE_PER_BAND = 12
-NPY_HEADER_BYTES = 1 << 16
+# what synthesis holds per mel frame beyond one chunk's program (`synth.chunked` bounds that): the mel,
+# the latent noise, the audio and its copy on the way out, float32
+STREAM_FLOATS_PER_SAMPLE = 4
 
 
 def available_memory() -> int:
@@ -65,68 +62,26 @@ def available_memory() -> int:
 
 
 def frame_bytes(cfg: ModelConfig) -> int:
-    """What synthesis holds per mel frame: hop x (12 x bands + 64) bytes (hop 256, 80 bands: ~262 KB)."""
-    return cfg.hop_length * (SYNTH_BYTES_PER_SAMPLE_PER_BAND * cfg.cond_channels + 64)
+    """What synthesis holds per mel frame: 4 x (bands + 4 x hop) bytes (hop 256, 80 bands: ~4.4 KB)."""
+    return 4 * (cfg.cond_channels + STREAM_FLOATS_PER_SAMPLE * cfg.hop_length)
 
 
 def max_mel_frames(cfg: ModelConfig) -> int:
-    """The longest mel one synthesis program may take here: half of the available memory at most (22.05
-    kHz, 80 bands: 24 GiB free takes ~13 hours). Chunked synthesis (`synth.chunked`) has no such bound."""
+    """The longest mel synthesis may take here: half of the available memory at most (22.05 kHz, 80
+    bands: 24 GiB free takes ~30 hours); long mels are synthesised in chunks, so this is all that grows."""
     return max(available_memory() // 2 // frame_bytes(cfg), 1)
 
 
-def _npy_header(path: str, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, data offset) of a .npy file, checked against the file's real size before any data
-    is read (a header claiming 40 GB in a 1 KB file is refused here)."""
-    with open(path, "rb") as f:
-        try:
-            major, _ = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f, max_header_size=NPY_HEADER_BYTES)
-        except (ValueError, OSError, EOFError, SyntaxError) as e:
-            raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
-        offset = f.tell()
-    if dtype.hasobject or dtype.kind != "f":
-        raise InputError(f"{path}: mel must hold floating-point values, got dtype {dtype}")
-    need = math.prod(shape) * dtype.itemsize
-    if offset + need != size:
-        raise InputError(f"{path}: its header declares shape {shape} ({need} bytes) but the file holds {size - offset}")
-    return shape, dtype, offset
-
-
 def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.ndarray:
-    """A .npy mel as (n_mels, frames) float32: (n_mels, F), (1, n_mels, F), or (F, n_mels) when that
-    reading is the only one that fits. The header is checked against the file and the frame count against
-    `max_frames` (default: what this machine's memory can synthesise) before the data is read."""
-    n_mels = cfg.cond_channels
-    size = check_input_file(path, "mel file")
-    shape, _, _ = _npy_header(path, size)
-    dims = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
-    if len(dims) != 2:
-        raise InputError(f"{path}: mel must be ({n_mels}, frames) or (1, {n_mels}, frames), got shape {shape}")
-    if dims[0] != n_mels and dims[1] != n_mels:
-        raise InputError(f"{path}: mel has shape {shape}; the model expects {n_mels} mel bands")
-    frames = dims[1] if dims[0] == n_mels else dims[0]
+    """A .npy mel as (n_mels, frames) float32 (`audio.io.read_mel`), at most `max_frames` long (default:
+    what this machine's memory can synthesise) and long enough to synthesise."""
     limit = max_mel_frames(cfg) if max_frames is None else max_frames
-    if frames > limit:
-        raise InputError(
-            f"{path}: {frames} frames is more than the {limit} this machine's memory can synthesise "
-            f"(~{frame_bytes(cfg) // 1024} KB a frame)"
-        )
-    try:
-        m = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
-    if m.ndim == 3:
-        m = m[0]
-    if m.shape[0] != n_mels:
-        m = m.T  # (frames, bands)
-    if not np.all(np.isfinite(m)):
-        raise InputError(f"{path}: mel contains NaN or Inf values")
+    why = f"this machine's memory can synthesise (~{frame_bytes(cfg)} bytes a frame)"
+    m = read_mel(path, cfg.cond_channels, limit, why)
     need = min_frames(cfg)
     if m.shape[1] < need:
         raise InputError(f"{path}: mel has {m.shape[1]} frames; at least {need} are needed")
-    return m.astype(np.float32)
+    return m
 
 
 def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:

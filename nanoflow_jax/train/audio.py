@@ -97,6 +97,8 @@ class AudioTask(Task):
             d.fail("segment_length", f"is not allowed: a multiple of model.n_groups = {m.n_groups}")
         if d.n_mels != m.cond_channels:
             d.fail("n_mels", f"is not allowed: must equal model.cond_channels = {m.cond_channels}")
+        if d.source == "pairs" and d.segment_length % d.hop_length:
+            d.fail("segment_length", f"is not allowed with pairs: a multiple of data.hop_length = {d.hop_length}")
         if d.hop_length != m.hop_length:
             d.fail("hop_length", f"is not allowed: must equal model.hop_length = {m.hop_length} (the upsampling)")
 
@@ -127,7 +129,13 @@ class AudioTask(Task):
     def batches(self, position: int) -> CropLoader:
         local = self.train.batch_size // jax.process_count()
         return CropLoader(
-            self.train_set, local, self.data.segment_length, self.train.seed, jax.process_index(), position
+            self.train_set,
+            local,
+            self.data.segment_length,
+            self.train.seed,
+            jax.process_index(),
+            position,
+            mel_floor=math.log(self.data.clamp),
         )
 
     def evaluate(self, params: Any, step: int, writer: Writer, log: Callable) -> tuple[dict, float]:

@@ -19,10 +19,15 @@ from nanoflow_jax.flows import nll
 
 def audio_nll(model, mel_cfg: MelConfig) -> Callable:
     """(params, audio (B, T)) -> mean NLL per sample, with the mel computed from the audio (on device):
-    the training loss and the evaluation metric."""
+    the training loss and the evaluation metric. A batch {"audio", "mel"} (data.source=pairs) brings its
+    own mel, (B, bands, T // hop + 1)."""
 
-    def fn(params, audio):
-        z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg))
+    def fn(params, batch):
+        if isinstance(batch, dict):
+            audio, mel = batch["audio"], batch["mel"]
+        else:
+            audio, mel = batch, mel_spectrogram(batch, mel_cfg)
+        z, logdet = model.apply(params, audio, mel)
         return nll(z, logdet)
 
     return fn

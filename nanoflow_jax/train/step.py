@@ -76,7 +76,7 @@ def make_train_step(
         if accum_steps == 1:
             loss, g = scaled(params, batch)
         else:
-            micro = batch.reshape((accum_steps, batch.shape[0] // accum_steps) + batch.shape[1:])
+            micro = jax.tree.map(lambda a: a.reshape((accum_steps, a.shape[0] // accum_steps) + a.shape[1:]), batch)
 
             def one(acc, mb):
                 return jax.tree.map(jnp.add, acc, scaled(params, mb)), None
