@@ -59,10 +59,9 @@ def test_pairs_load_with_one_counted_line_and_frame_aligned_crops(pairs):
 
 
 def test_pairs_need_crops_of_whole_frames():
+    from configs import demo
     from nanoflow_jax.errors import ConfigError
     from nanoflow_jax.train.run import task_from_config
-
-    from configs import demo
 
     c = demo.get_config()
     c.data.source, c.data.segment_length = "pairs", 8000

@@ -154,7 +154,7 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
     if data.source == "tfds":
         from nanoflow_jax.data.tfds import load_tfds_splits
 
-        return load_tfds_splits(data, log)
+        return load_tfds_splits(data, log, process_index, process_count)
     files = list_files(data.source, data.path)
     test_files = split_test(files, data.test_fraction, getattr(data, "test_split", "sorted"))
     held_out = set(test_files)
