@@ -77,6 +77,14 @@ PARTNERS = {
     ("audio", "data", "segment_length"): lambda c, v: c["model"].update(n_groups=1),
     ("audio", "model", "shared_layers"): lambda c, v: c["model"].update(n_layers=max(v or 1, 2)),
     ("audio", "eval", "batch_size"): lambda c, v: c["eval"].update(num_crops=v),
+    # the upsampling follows the mel's hop; the window covers the hop
+    ("audio", "model", "hop_length"): lambda c, v: c["data"].update(
+        hop_length=v, win_length=max(1024, v), n_fft=max(1024, v)
+    ),
+    ("audio", "data", "hop_length"): lambda c, v: (
+        c["model"].update(hop_length=v),
+        c["data"].update(win_length=max(1024, v), n_fft=max(1024, v)),
+    ),
     ("audio", "train", "grad_accum_steps"): lambda c, v: c["train"].update(batch_size=8 * v),
     ("image", "train", "grad_accum_steps"): lambda c, v: c["train"].update(batch_size=8 * v),
     ("image", "model", "n_levels"): lambda c, v: c["model"].update(image_size=2**v),

@@ -77,7 +77,7 @@ def convention_warning(mel: np.ndarray, cfg: MelConfig) -> str | None:
     floor = math.log(cfg.clamp)
     # speech in the model's convention: above the clamp, mean about -5 and std about 2.4 (a log10 mel of
     # the same audio: mean about -2.3, std about 1)
-    if lo >= floor - 1e-3 and hi <= 6.0 and mean < -3.0 and std > 1.5:
+    if lo >= floor - 1e-3 and hi <= 6.0 and mean < -3.0:
         return None
     if abs(mean) < 0.5 and 0.5 < std < 1.5:
         likely = "mean-variance normalised (ESPnet / ParallelWaveGAN: --mel_convention espnet --mel_stats stats.npy)"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nanoflow_jax.audio.io import read_audio, read_mel, resample
+from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.data.corpus import AudioSet, to_int16
 from nanoflow_jax.errors import AudioReadError, DataError, InputError
 from nanoflow_jax.files import resolve_path
@@ -191,7 +192,7 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
             [x for _, x, _, _ in items] if in_memory else None,
             [n for _, _, n, _ in items],
             [m for *_, m in items] if pair else None,
-            data.hop_length,
+            data.hop_length if pair else MelConfig.hop_length,
         )
 
     return make([g for g in good if g[0] not in held_out]), make([g for g in good if g[0] in held_out])
