@@ -49,7 +49,7 @@ class MelConfig(Section):
         if not MIN_WINDOW_MS <= ms <= MAX_WINDOW_MS:
             self.fail(
                 "win_length",
-                f"is not allowed at data.sample_rate = {self.sample_rate}: {ms:.1f} ms, where speech mels use "
+                f"is not allowed: {ms:.1f} ms at data.sample_rate = {self.sample_rate}, where speech mels use "
                 f"{MIN_WINDOW_MS:g} to {MAX_WINDOW_MS:g} ms (e.g. 1024 at 22.05 kHz, 1200 at 24 kHz)",
             )
 
