@@ -8,6 +8,7 @@ import types
 
 import ml_collections
 
+from nanoflow_jax.errors import ConfigError
 from nanoflow_jax.schema import Float, Int, Section, rule_of
 
 
@@ -21,7 +22,7 @@ def parse_arg(arg: str | None, **defaults) -> types.SimpleNamespace:
         if not sep:
             key, value = (item, "True") if isinstance(defaults.get(item), bool) else (first, item)
         if key not in defaults:
-            raise ValueError(f"unknown config argument {key!r}; known: {', '.join(defaults)}")
+            raise ConfigError(f"unknown config argument {key!r}; known: {', '.join(defaults)}")
         values[key] = value == "True" if isinstance(defaults[key], bool) else type(defaults[key])(value)
     return types.SimpleNamespace(**values)
 
@@ -37,7 +38,7 @@ def section(cls: type[Section], **overrides) -> ml_collections.ConfigDict:
             value = ml_collections.FieldReference(None, field_type=kind)
         setattr(cfg, f.name, value)
     if overrides:
-        raise KeyError(f"{cls.__name__} has no field(s) {sorted(overrides)}")
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(overrides)}")
     return cfg
 
 

@@ -19,6 +19,7 @@ the official parameter counts.
 import ml_collections
 
 from configs import common
+from nanoflow_jax.errors import ConfigError
 from nanoflow_jax.train.image import ImageTask
 
 VARIANTS = {  # model fields that differ from GlowConfig's defaults (Glow)
@@ -36,7 +37,7 @@ def get_config(arg: str | None = None, **overrides) -> ml_collections.ConfigDict
     """`overrides`: {section: {field: value}} applied on top of the variant."""
     arg = common.parse_arg(arg, variant="glow")
     if arg.variant not in VARIANTS:
-        raise ValueError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
+        raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
     fields = {name: dict(overrides.get(name, {})) for name in ImageTask.SECTIONS}
     fields["model"] = VARIANTS[arg.variant] | fields["model"]
     c = ml_collections.ConfigDict()

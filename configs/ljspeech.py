@@ -19,6 +19,7 @@ grad-norm clip 5, 1.2M steps; evaluation and checkpoints every 5k steps.
 import ml_collections
 
 from configs import common
+from nanoflow_jax.errors import ConfigError
 from nanoflow_jax.train.audio import AudioTask
 
 VARIANTS = {  # model fields that differ from ModelConfig's defaults (the paper's NanoFlow)
@@ -42,7 +43,7 @@ DEMO = dict(
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="nanoflow", demo=False)
     if arg.variant not in VARIANTS:
-        raise ValueError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
+        raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
     overrides = {name: {} for name in AudioTask.SECTIONS}
     overrides["model"] = dict(VARIANTS[arg.variant])
     if arg.demo:

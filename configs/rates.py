@@ -18,6 +18,7 @@ Any hop that is a product of two even strides works the same way, e.g. configs/d
 import ml_collections
 
 from configs import common, ljspeech
+from nanoflow_jax.errors import ConfigError
 
 RATES = {
     "16k": dict(sample_rate=16000, hop_length=200, n_fft=1024, win_length=800, fmax=8000.0),
@@ -32,7 +33,7 @@ DEMO_SEGMENT = {"16k": 6400, "24k": 9600, "44k": 16384, "48k": 15360}
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="24k", demo=False)
     if arg.variant not in RATES:
-        raise ValueError(f"unknown variant {arg.variant!r}; known: {', '.join(RATES)}")
+        raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(RATES)}")
     overrides = {name: dict(fields) for name, fields in ljspeech.DEMO.items()} if arg.demo else {}
     data = overrides.setdefault("data", {})
     data |= RATES[arg.variant]

@@ -17,20 +17,21 @@ import numpy as np
 
 from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, save_params_folder
 from nanoflow_jax.cli import run_cli
+from nanoflow_jax.errors import CheckpointError, InputError, UsageError
 from nanoflow_jax.files import resolve_path
 
 
 def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tuple[str, list[int]]:
     """Write the mean params of the `last` newest checkpoints of `workdir`; -> (out folder, steps used)."""
     if last < 1:
-        raise ValueError(f"--last must be at least 1, got {last}")
+        raise UsageError(f"--last must be at least 1, got {last}")
     src = checkpoint_dir(workdir)
     if not os.path.isdir(src):
-        raise ValueError(f"workdir {workdir} does not exist")
+        raise InputError(f"workdir {workdir} does not exist")
     ckpt = Checkpointer(src, create=False, async_save=False)
     steps = sorted(ckpt.all_steps())[-last:]
     if not steps:
-        raise ValueError(f"no checkpoints in {workdir}")
+        raise CheckpointError(f"no checkpoints in {workdir}")
     total, meta = None, None
     for s in steps:
         state, meta = ckpt.restore(s)

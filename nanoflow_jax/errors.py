@@ -1,8 +1,10 @@
 """The package's error types. A leaf: imports nothing from the package, so every layer can raise them.
 
 Each is also a ValueError or RuntimeError, so callers' existing `except ValueError` clauses still hold.
-The command-line tools turn `USER_ERRORS` into one line on stderr and exit code 2, `TrainingError` into
-exit code 3.
+The command-line tools turn `USER_ERRORS` (these types only) into one line on stderr and exit code 2,
+`TrainingError` into exit code 3; anything else is a bug and prints its traceback. The library's own
+functions (models, flows, `synthesize`) answer a wrong argument with a plain ValueError, as Python APIs do;
+the command lines check their inputs before those are reached.
 """
 
 from __future__ import annotations
@@ -51,9 +53,24 @@ class OutputError(NanoflowError, ValueError):
     or a workdir another trainer holds. The message names the path and the reason; nothing partial is left."""
 
 
+class UsageError(NanoflowError, ValueError):
+    """Command-line flags or arguments that do not go together or name nothing usable (two model sources,
+    no input, an option that needs another)."""
+
+
 class TrainingError(NanoflowError, RuntimeError):
     """The run cannot go on (e.g. too many non-finite steps in a row); the last checkpoint is intact."""
 
 
-# mistakes in what a user gave (flags, configs, files): one line on stderr and exit code 2
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, KeyError)
+# mistakes in what a user gave (flags, configs, files): one line on stderr and exit code 2. Only the
+# package's own types: any other exception is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    AudioReadError,
+    ConversionError,
+    InputError,
+    CheckpointError,
+    OutputError,
+    UsageError,
+)

@@ -15,6 +15,7 @@ import numpy as np
 
 from nanoflow_jax.convert.official_config import check_official_config, config_from_official, read_official
 from nanoflow_jax.convert.torch_pickle import read_torch_checkpoint
+from nanoflow_jax.errors import ConversionError, InputError
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.models.audio_params import expected_shapes
 from nanoflow_jax.models.params import check_params
@@ -28,7 +29,7 @@ def state_dict_from(source: Any) -> dict[str, np.ndarray]:
     if isinstance(source, (str, os.PathLike)):
         path = str(source)
         if not os.path.exists(path):
-            raise ValueError(f"official checkpoint {path} does not exist")
+            raise InputError(f"official checkpoint {path} does not exist")
         if path.endswith(".npz"):
             source = dict(np.load(path))
         else:
@@ -132,12 +133,12 @@ def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
                 if cfg.injects("multiplicative"):
                     params["flow_gates"] = np.stack([sd.pop(f"flows.{k}.multgate") for k in range(k_flows)])
     except KeyError as e:
-        raise ValueError(
+        raise ConversionError(
             f"official state_dict lacks tensor {e.args[0]!r} (for a {cfg.variant} with K={k_flows}, L={n_layers})"
         ) from None
     unknown = sorted(k for k in sd if k not in _IGNORED)
     if unknown:
-        raise ValueError(
+        raise ConversionError(
             f"official state_dict has unexpected tensor(s) {unknown[:5]} for a {cfg.variant} with "
             f"K={k_flows}, L={n_layers}"
         )

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nanoflow_jax.errors import UsageError
 from nanoflow_jax.files import atomic_write, resolve_path
 from nanoflow_jax.models import POLICIES, AudioFlow
 from nanoflow_jax.models.audio_params import inference_params
@@ -34,9 +35,9 @@ def export_synthesis(
     """The synthesis of `batch` mels of `frames` frames as a `jax.export.Exported` (weights included)."""
     cfg = model.config
     if dtype not in POLICIES:
-        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
+        raise UsageError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
     if frames < min_frames(cfg) or batch < 1:
-        raise ValueError(f"need frames >= {min_frames(cfg)} and batch >= 1, got {frames} and {batch}")
+        raise UsageError(f"need frames >= {min_frames(cfg)} and batch >= 1, got {frames} and {batch}")
     ip = inference_params(model, params)
     fn = synthesis_fn(cfg, dtype)
     t = output_length(frames, cfg)

@@ -7,6 +7,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from nanoflow_jax.errors import CheckpointError
+
 
 def count_params(params: Any) -> int:
     """Number of scalars in a params tree."""
@@ -20,9 +22,9 @@ def check_params(expected: Any, params: Any, what: str = "params") -> None:
     flat_got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
     for name in flat_want:
         if name not in flat_got:
-            raise ValueError(f"{what}: missing {name} (expected shape {flat_want[name]})")
+            raise CheckpointError(f"{what}: missing {name} (expected shape {flat_want[name]})")
     for name, shape in flat_got.items():
         if name not in flat_want:
-            raise ValueError(f"{what}: unexpected entry {name}")
+            raise CheckpointError(f"{what}: unexpected entry {name}")
         if tuple(shape) != tuple(flat_want[name]):
-            raise ValueError(f"{what}: {name} has shape {tuple(shape)}, expected {tuple(flat_want[name])}")
+            raise CheckpointError(f"{what}: {name} has shape {tuple(shape)}, expected {tuple(flat_want[name])}")

@@ -16,6 +16,7 @@ import jax
 
 from nanoflow_jax.audio.conventions import CONVENTIONS, check_filterbank, convention_warning, load_stats, to_model_mel
 from nanoflow_jax.audio.io import write_wav, write_wav_stream
+from nanoflow_jax.errors import InputError, UsageError
 from nanoflow_jax.files import resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.audio_params import inference_params
@@ -90,10 +91,10 @@ class SynthArgs(Section):
 
 def _files(folder: str, ext: str) -> list[str]:
     if not os.path.isdir(folder):
-        raise ValueError(f"input folder {folder} does not exist")
+        raise InputError(f"input folder {folder} does not exist")
     files = sorted(glob.glob(os.path.join(folder, f"*{ext}")))
     if not files:
-        raise ValueError(f"no {ext} files in {folder}")
+        raise InputError(f"no {ext} files in {folder}")
     return files
 
 
@@ -105,14 +106,14 @@ def _inputs(args: SynthArgs) -> list[tuple[str, str]]:
         if v
     ]
     if len(given) != 1:
-        raise ValueError("give exactly one input: --mel, --mel_dir, --wav or --wav_dir")
+        raise UsageError("give exactly one input: --mel, --mel_dir, --wav or --wav_dir")
     kind, path = given[0]
     if kind == "mel_dir":
         return [("mel", f) for f in _files(path, ".npy")]
     if kind == "wav_dir":
         return [("wav", f) for f in _files(path, ".wav")]
     if not os.path.exists(path):
-        raise ValueError(f"input file {path} does not exist")
+        raise InputError(f"input file {path} does not exist")
     return [(kind, path)]
 
 
@@ -121,7 +122,7 @@ def _out_paths(args: SynthArgs, inputs: list[tuple[str, str]]) -> list[str]:
     single = args.mel or args.wav
     if single and args.out and not os.path.isdir(args.out):
         if not args.out.endswith(".wav"):
-            raise ValueError(f"--out {args.out} must end in .wav (or be an existing folder)")
+            raise UsageError(f"--out {args.out} must end in .wav (or be an existing folder)")
         return [args.out]
     return [os.path.join(args.out or DEFAULT_OUT, s) for s in stems]
 
@@ -163,7 +164,7 @@ def run(args: SynthArgs, log=print) -> list[str]:
     rng = jax.random.PRNGKey(args.seed)
     if args.chunk_frames:
         if denoiser is not None:
-            raise ValueError("--denoise works on whole utterances: leave out --chunk_frames to use it")
+            raise UsageError("--denoise works on whole utterances: leave out --chunk_frames to use it")
         return _run_chunked(args, model, params, mels, outs, mel_cfg.sample_rate, rng, log)
     written, total_audio, total_wall = [], 0.0, 0.0
     seen_shapes = set()

@@ -14,7 +14,7 @@ from nanoflow_jax.audio.io import read_audio, read_mel, resample
 from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
-from nanoflow_jax.errors import InputError
+from nanoflow_jax.errors import CheckpointError, InputError, UsageError
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.synth.fast import min_frames, output_length
 
@@ -25,23 +25,23 @@ def load_vocoder(
     """-> (model, params, MelConfig) from a checkpoint folder of ours, or an official checkpoint and its
     JSON config. The stored config's model and mel fields are checked (errors name the file)."""
     if checkpoint and official:
-        raise ValueError("give either --checkpoint or --official, not both")
+        raise UsageError("give either --checkpoint or --official, not both")
     if checkpoint:
         if config:
-            raise ValueError("--config goes with --official; a --checkpoint folder holds its own config")
+            raise UsageError("--config goes with --official; a --checkpoint folder holds its own config")
         run_config, model, params = load_checkpoint(checkpoint)
         if not isinstance(model, AudioFlow):
-            raise ValueError(f"{checkpoint} holds an image model ({model.config.variant}), not a vocoder")
+            raise CheckpointError(f"{checkpoint} holds an image model ({model.config.variant}), not a vocoder")
         return model, params, MelConfig.from_any(run_config.get("data"))  # checked by load_checkpoint
     if official:
         if not config:
-            raise ValueError("--official needs --config (the official JSON config it was trained with)")
+            raise UsageError("--official needs --config (the official JSON config it was trained with)")
         if not os.path.exists(official):
-            raise ValueError(f"official checkpoint {official} does not exist")
+            raise InputError(f"official checkpoint {official} does not exist")
         official_config = read_official(config)
         model, params = load_official(official, official_config)
         return model, params, MelConfig.from_any(official_data_config(official_config), config)
-    raise ValueError("no model: give --checkpoint DIR or --official CKPT.pt --config CONFIG.json")
+    raise UsageError("no model: give --checkpoint DIR or --official CKPT.pt --config CONFIG.json")
 
 
 # what synthesis holds per mel frame beyond one chunk's program (`synth.chunked` bounds that): the mel,
@@ -87,7 +87,9 @@ def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.n
 def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:
     audio, rate = read_audio(path, max_seconds=max_mel_frames(cfg) * cfg.hop_length / mel_cfg.sample_rate)
     audio = resample(audio, rate, mel_cfg.sample_rate)
+    if len(audio) <= mel_cfg.n_fft // 2:
+        raise InputError(f"{path}: too short to synthesise ({len(audio)} samples)")
     mel = np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
     if output_length(mel.shape[1], cfg) <= 0:
-        raise ValueError(f"{path}: too short to synthesise ({len(audio)} samples)")
+        raise InputError(f"{path}: too short to synthesise ({len(audio)} samples)")
     return mel

@@ -20,7 +20,7 @@ import optax
 
 from nanoflow_jax.checkpoints import Checkpointer, abstract_like, checkpoint_dir, load_checkpoint
 from nanoflow_jax.data.prefetch import device_batches
-from nanoflow_jax.errors import ConfigError, TrainingError
+from nanoflow_jax.errors import CheckpointError, ConfigError, TrainingError
 from nanoflow_jax.files import WorkdirLock, atomic_write
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.params import check_params
@@ -101,7 +101,7 @@ class Task:
 
     def warm_start_file(self, path: str, variables: Any) -> Any:
         """Params from a file that is not a checkpoint folder of ours."""
-        raise ValueError(f"warm start {path}: expected a workdir or checkpoint folder")
+        raise CheckpointError(f"warm start {path}: expected a workdir or checkpoint folder")
 
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
         raise NotImplementedError
