@@ -9,14 +9,14 @@ The result is a checkpoint folder that `nf.load_checkpoint`, `synth.py --checkpo
 
 from __future__ import annotations
 
-import argparse
 import os
+from typing import Any
 
 import jax
 import numpy as np
 
 from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, save_params_folder
-from nanoflow_jax.cli import run_cli
+from nanoflow_jax.cli import parse_module_flags, run_cli
 from nanoflow_jax.errors import CheckpointError, InputError, UsageError
 from nanoflow_jax.files import resolve_path
 
@@ -43,12 +43,17 @@ def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tupl
     return save_params_folder(out, steps[-1], mean, {"config": meta["config"], "averaged_steps": steps}), steps
 
 
+def define(fv: Any) -> None:
+    from absl import flags
+
+    flags.DEFINE_string("workdir", None, "The run whose checkpoints are averaged.", flag_values=fv)
+    flags.DEFINE_integer("last", 10, "How many of the newest checkpoints.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/averaged).", flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.average", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--last", type=int, default=10)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args, _ = parse_module_flags("average", __doc__, define, argv)
 
     def run():
         out, steps = average_checkpoints(args.workdir, args.last, args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from nanoflow_jax.errors import USER_ERRORS, TrainingError
 
@@ -29,15 +30,16 @@ def run_cli(fn: Callable[[], object], prog: str) -> None:
         sys.exit(130)
 
 
-def flag_parser(prog: str) -> Callable[[list[str]], list[str]]:
-    """An absl `flags_parser` for `app.run`: a flag that does not parse (a wrong type, a config field that
-    does not exist) is one line on stderr and exit code 2, like every other user mistake."""
+def flag_parser(prog: str, flag_values: Any = None) -> Callable[[list[str]], list[str]]:
+    """An absl `flags_parser` for `app.run` (or for `flag_values`): a flag that does not parse (a wrong type,
+    a config field that does not exist) is one line on stderr and exit code 2, like every other user
+    mistake."""
 
     def parse(argv: list[str]) -> list[str]:
         from absl import flags
 
         try:
-            return flags.FLAGS(argv)
+            return (flag_values or flags.FLAGS)(argv)
         except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
             if os.environ.get("NANOFLOW_TRACEBACK"):
                 raise
@@ -50,6 +52,23 @@ def flag_parser(prog: str) -> Callable[[list[str]], list[str]]:
             sys.exit(2)
 
     return parse
+
+
+def parse_module_flags(prog: str, doc: str, define: Callable[[Any], None], argv: list[str] | None) -> tuple:
+    """absl flags of the command `python -m nanoflow_jax.{prog}` in their own FlagValues (so several commands can
+    live in one process, e.g. the tests): `define(flag_values)` declares them; -> (flag values, positional
+    arguments). `--help` prints them and exits 0; a flag that does not parse is one line and exit 2, as in
+    train.py and synth.py."""
+    from absl import flags
+
+    fv = flags.FlagValues()
+    define(fv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(f"usage: python -m nanoflow_jax.{prog} [flags]\n\n{doc.strip()}\n\n{fv.get_help()}")
+        sys.exit(0)
+    rest = flag_parser(prog, fv)([prog, *argv])
+    return fv, rest[1:]
 
 
 DEFAULT_COMPILATION_CACHE = "~/.cache/nanoflow_jax/xla"

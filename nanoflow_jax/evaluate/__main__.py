@@ -8,29 +8,34 @@ means per speaker and overall, model beside Griffin-Lim; --out gets every figure
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from typing import Any
 
-from nanoflow_jax.cli import run_cli
+from nanoflow_jax.cli import parse_module_flags, run_cli
 from nanoflow_jax.errors import ConfigError
 
 DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
 
 
+def define(fv: Any) -> None:
+    from absl import flags
+
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("checkpoint", None, "A workdir or checkpoint folder of ours.", **d)
+    flags.DEFINE_integer("step", None, "The checkpoint's step (default: the newest).", **d)
+    flags.DEFINE_string("official", None, "An official PyTorch checkpoint (.pt); needs --config.", **d)
+    flags.DEFINE_string("config", None, "The official JSON config that goes with --official.", **d)
+    flags.DEFINE_string("data", None, "Folder of recordings (default: the run's data.path).", **d)
+    flags.DEFINE_integer("per_speaker", 4, "Held-out utterances per speaker (0: all).", **d)
+    flags.DEFINE_float("temperature", 0.8, "Std of the latent noise.", **d)
+    flags.DEFINE_integer("seed", 0, "Seed of the latent noise.", **d)
+    flags.DEFINE_integer("griffin_lim_iters", 32, "Griffin-Lim iterations of the baseline.", **d)
+    flags.DEFINE_string("out", None, "JSON file for every figure.", **d)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.evaluate", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--checkpoint", help="a workdir or checkpoint folder of ours")
-    ap.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
-    ap.add_argument("--official", help="an official PyTorch checkpoint (.pt); needs --config")
-    ap.add_argument("--config", help="the official JSON config that goes with --official")
-    ap.add_argument("--data", help="folder of recordings (default: the run's data.path)")
-    ap.add_argument("--per_speaker", type=int, default=4, help="held-out utterances per speaker (0: all)")
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--griffin_lim_iters", type=int, default=32)
-    ap.add_argument("--out", help="JSON file for every figure")
-    args = ap.parse_args(argv)
+    args, _ = parse_module_flags("evaluate", __doc__, define, argv)
 
     def run():
         from nanoflow_jax.evaluate import evaluate, held_out, json_safe, markdown_table

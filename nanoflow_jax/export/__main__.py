@@ -1,26 +1,35 @@
-"""python -m nanoflow_jax.export --checkpoint runs/wave_g16 --frames 172 --batch 1 --out synth.jaxexport"""
+"""python -m nanoflow_jax.export --checkpoint runs/wave_g16 --frames 172 --batch 1 --out synth.jaxexport
+
+Serialise the synthesis program (jax.export) for serving without this package's Python code.
+"""
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
-from nanoflow_jax.cli import run_cli
+from nanoflow_jax.cli import parse_module_flags, run_cli
 from nanoflow_jax.export import export_synthesis, save
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.synth.loading import load_vocoder
 
 
+def define(fv: Any) -> None:
+    from absl import flags
+
+    flags.DEFINE_string("checkpoint", None, "A workdir or checkpoint folder.", flag_values=fv)
+    flags.DEFINE_string("official", None, "An official .pt checkpoint (with --config).", flag_values=fv)
+    flags.DEFINE_string("config", None, "The official JSON config.", flag_values=fv)
+    flags.DEFINE_integer("frames", None, "Mel frames per item.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("batch", 1, "Items per call.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("dtype", "float32", list(POLICIES), "Precision of the estimator's matmuls.", flag_values=fv)
+    flags.DEFINE_string("platforms", None, "Comma-separated, e.g. cpu,cuda (default: this machine's).", flag_values=fv)
+    flags.DEFINE_string("out", None, "The .jaxexport file to write.", flag_values=fv)
+    for name in ("frames", "out"):
+        flags.mark_flag_as_required(name, flag_values=fv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m nanoflow_jax.export", description="Serialise the synthesis program.")
-    ap.add_argument("--checkpoint", help="workdir or checkpoint folder")
-    ap.add_argument("--official", help="official .pt checkpoint (with --config)")
-    ap.add_argument("--config", help="official JSON config")
-    ap.add_argument("--frames", type=int, required=True, help="mel frames per item")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--dtype", default="float32", choices=list(POLICIES))
-    ap.add_argument("--platforms", default=None, help="comma-separated, e.g. cpu,cuda (default: this machine's)")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
+    args, _ = parse_module_flags("export", __doc__, define, argv)
 
     def run():
         model, params, _ = load_vocoder(args.checkpoint, args.official, args.config)
