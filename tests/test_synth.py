@@ -145,3 +145,47 @@ def test_matches_official_synthesis(name):
     np.testing.assert_allclose(audio, d["audio_syn_slow"], atol=1e-4, rtol=0)
     if name != "nanoflow_naive_small":  # the official fast path is wrong for naive; its slow path is right
         np.testing.assert_allclose(audio, d["audio_syn_fast"], atol=1e-4, rtol=0)
+
+
+def test_row_form_equals_the_full_estimator_layer_by_layer():
+    """models.row_estimator, row by row, against the 2-D estimator it mirrors: every layer's output on
+    every row, and the head's projection, for one flow of a NanoFlow with a height-dilation cycle (so the
+    row caches hold lags 1, 2 and 4) and multiplicative gates."""
+    from nanoflow_jax.flows import shift_rows, to_rows
+    from nanoflow_jax.models import AudioFlow, precision_policy
+    from nanoflow_jax.models.row_estimator import RowEstimator
+    from nanoflow_jax.models.wavenet2d import WaveNet2D
+
+    cfg = dataclasses.replace(tiny("nanoflow"), n_layers=3, n_groups=8, height_dilation_cycle=3)
+    model, params, audio, mel = model_and_params(cfg, frames=2)
+    infer = nf.inference_params(model, params)
+    p = infer["params"]
+    g, flow = cfg.n_groups, 1  # flow 1 runs down the rows
+    xs = jax.tree.map(lambda a: a[flow], model.apply(infer, True, method=AudioFlow.per_flow_inputs))
+    assert int(xs["upward"]) == 0
+    x_in = shift_rows(to_rows(audio, g), 0)  # row i sees rows < i
+    c = model.apply(infer, mel, audio.shape[1], method=AudioFlow.condition)
+    full = []
+    for j in range(cfg.n_layers):
+        est = WaveNet2D(cfg, 0, j + 1, has_front=True)
+        full.append(
+            est.apply(
+                {"params": p["estimator"]}, x_in, c, None, xs["bias"][: j + 1], xs["gates"][: j + 1], 0, method="run"
+            )
+        )
+    row = RowEstimator(cfg, x_in.shape[2], precision_policy("float32"))
+    layers, head_const = row.fold_head(row.estimator_weights(p["estimator"], range(cfg.n_layers)), xs["head"])
+    front = row.front_weights(p["estimator"])
+    caches = row.init_caches(x_in.shape[0])
+    for i in range(g):
+        start = max(s for s, _ in row.phases() if s <= i)
+        h = x_in[:, i][..., None] * front["kernel"][0] + front["bias"]
+        proj = head_const
+        for j, w in enumerate(layers):
+            cond = c[:, i] @ w["cond"] + w["bias"] + xs["bias"][j]
+            h, skip, caches[j] = row.layer_step(j, i, start, h, caches[j], w, cond, xs["gates"][j], None)
+            proj = proj + skip
+            if j < cfg.n_layers - 1:
+                assert max_err(h, full[j][0][:, i]) < 1e-5, (i, j)
+        want = full[-1][1][:, i] @ xs["head"]["kernel"] + xs["head"]["bias"]
+        assert max_err(proj, want) < 1e-5, i

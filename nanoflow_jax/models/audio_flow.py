@@ -109,14 +109,18 @@ class AudioFlow(nn.Module):
         c = self.conditioner(mel.astype(jnp.float32), valid_frames)[:, :length]
         return to_rows(c, cfg.n_groups)
 
-    def _per_flow(self) -> dict:
-        """The stacked (K, ...) inputs of the flow scan."""
+    def per_flow_inputs(self, every_flow: bool = False) -> dict:
+        """The stacked (K, ...) inputs of the flow scan: each flow's direction, head, embedding bias,
+        gates and own estimator layers. `every_flow`: also a head for each flow where all share one, and
+        a zero bias table where the variant has none (the form the row-by-row inverse scans)."""
         cfg = self.config
         k = cfg.n_flows
         xs = {"upward": (jnp.arange(k) + 1) % 2}  # flow k sees the rows flipped k + 1 times officially
         heads = self.proj_heads()
         if cfg.n_heads == k:
             xs["head"] = heads
+        elif every_flow:
+            xs["head"] = jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape[1:]), heads)
         if cfg.variant == "nanoflow":
             if hasattr(self, "flow_embedding"):
                 xs["embedding"] = self.flow_embedding
@@ -129,6 +133,8 @@ class AudioFlow(nn.Module):
                 xs["gates"] = self.flow_gates
         if cfg.n_shared < cfg.n_layers:
             xs["estimator"] = self.per_flow_estimator
+        if every_flow and "bias" not in xs:
+            xs["bias"] = jnp.zeros((k, cfg.n_layers, 2 * cfg.channels))
         return xs
 
     def flow_bias(self) -> Array:
@@ -225,7 +231,7 @@ class AudioFlow(nn.Module):
             return (x, logdet + jnp.sum(log_det, axis=(1, 2))), out
 
         carry0 = (x, jnp.zeros((x.shape[0],), jnp.float32))
-        (z, logdet), ps = self._scan(step, carry0, self._per_flow())
+        (z, logdet), ps = self._scan(step, carry0, self.per_flow_inputs())
         z = from_rows(self._to_official_order(z))
         return (z, logdet, ps) if return_coupling_params else (z, logdet)
 
@@ -253,7 +259,7 @@ class AudioFlow(nn.Module):
             x, _ = nn.scan(row, length=cfg.n_groups, **_SCAN)(mdl, x, jnp.arange(cfg.n_groups))
             return x, None
 
-        x, _ = self._scan(flow, x, self._per_flow(), reverse=True)
+        x, _ = self._scan(flow, x, self.per_flow_inputs(), reverse=True)
         return from_rows(x)
 
     def _scan(self, step, carry, xs, reverse: bool = False):

@@ -36,6 +36,14 @@ def gated_tanh(a: Array) -> Array:
     return jnp.tanh(a[..., :n]) * (0.5 + 0.5 * jnp.tanh(0.5 * a[..., n:]))
 
 
+def residual_update(h: Array, res: Array, gate: Array | None, gate_form: str) -> Array:
+    """The residual stream after a layer: (h + res) sqrt(1/2), or h + res * gate with NanoFlow's
+    multiplicative flow gate (official "ones" form: the gate itself; "exp": exp(gate))."""
+    if gate is None:
+        return (h + res) * math.sqrt(0.5)
+    return h + res * (jnp.exp(gate) if gate_form == "exp" else gate)
+
+
 class ResidualLayer(nn.Module):
     config: ModelConfig
     index: int
@@ -73,11 +81,7 @@ class ResidualLayer(nn.Module):
         acts = gated_tanh(a)
         rs = self.res_skip(acts)
         res, skip = rs[..., :n], rs[..., n:]
-        if gate is None:
-            h = (h + res) * math.sqrt(0.5)
-        else:
-            h = h + res * (jnp.exp(gate) if self.config.gate_form == "exp" else gate)
-        return h, skip
+        return residual_update(h, res, gate, self.config.gate_form), skip
 
 
 class FrontConv(nn.Module):

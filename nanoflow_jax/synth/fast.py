@@ -1,4 +1,4 @@
-"""Fast synthesis: the exact row-by-row inverse with per-layer row caches (`rows.RowEstimator`), as one
+"""Fast synthesis: the exact row-by-row inverse with per-layer row caches (`models.row_estimator`), as one
 compiled program whose cost is one forward pass. Flows and rows are two nested `lax.scan`s; nothing runs
 in Python per row.
 
@@ -24,7 +24,7 @@ from nanoflow_jax.models import POLICIES, AudioFlow, ModelConfig, precision_poli
 from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.models.platform import on_platform
 from nanoflow_jax.models.precision import Precision
-from nanoflow_jax.synth.rows import HIGHEST, RowEstimator
+from nanoflow_jax.models.row_estimator import RowEstimator
 
 Array = jnp.ndarray
 TRIM_FRAMES = 3  # the official synthesis drops the last 3 frames (768 samples) the upsampler smears
@@ -47,35 +47,19 @@ def min_frames(cfg: ModelConfig) -> int:
     return next(f for f in range(TRIM_FRAMES + 1, TRIM_FRAMES + 2 + cfg.n_groups) if output_length(f, cfg) > 0)
 
 
-def _flow_inputs(cfg: ModelConfig, p: dict) -> dict:
-    """The stacked (K, ...) per-flow inputs of the flow scan, from inference-form params."""
-    k, n, c2 = cfg.n_flows, cfg.n_shared, 2 * cfg.channels
-    heads = p["proj_heads"]
-    if cfg.n_heads == 1:
-        heads = jax.tree.map(lambda a: jnp.broadcast_to(a, (k,) + a.shape[1:]), heads)
-    xs = {"upward": (jnp.arange(k) + 1) % 2, "head": heads}
-    bias = p.get("flow_bias_table")
-    xs["bias"] = jnp.zeros((k, cfg.n_layers, c2)) if bias is None else bias
-    if "flow_gates" in p:
-        xs["gates"] = p["flow_gates"]
-    if "flow_embedding" in p and cfg.injects("concat"):
-        xs["embedding"] = p["flow_embedding"]
-    if n < cfg.n_layers:
-        xs["estimator"] = p["per_flow_estimator"]
-    return xs
-
-
 def _inverse(
     cfg: ModelConfig,
     precision: Precision,
     cache_cond: bool,
     unroll: int,
     p: dict,
+    per_flow: dict,
     c: Array,
     z: Array,
     widths: Array | None,
 ):
-    """c (B, G, W, bands) conditioning, z (B, G, W) -> x (B, G, W); `widths` (B,) valid columns.
+    """c (B, G, W, bands) conditioning, z (B, G, W) -> x (B, G, W); `widths` (B,) valid columns;
+    `per_flow` the model's per-flow inputs (`AudioFlow.per_flow_inputs(every_flow=True)`).
     `unroll`: rows per iteration of the row scan (G: the whole flow as straight-line code)."""
     b, g, width, _ = c.shape
     n = cfg.n_shared
@@ -83,7 +67,7 @@ def _inverse(
     coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
     mask = None if widths is None else (jnp.arange(width)[None, :] < widths[:, None])[..., None]
     c = jnp.swapaxes(c, 0, 1)  # rows first: (G, B, W, bands)
-    shared = [row.layer_weights(p["estimator"][f"layer_{j}"], j) for j in range(n)]
+    shared = row.estimator_weights(p["estimator"], range(n)) if n else []
     cond_shared = None
     if n and cache_cond:  # (G, n, B, W, 2C): conditioning terms plus the layers' own biases
         wc = jnp.stack([w["cond"] for w in shared])
@@ -99,11 +83,9 @@ def _inverse(
 
     def flow(z, xs):
         own = xs.get("estimator", {})
-        layers = shared + [row.layer_weights(own[f"layer_{j}"], j) for j in range(n, cfg.n_layers)]
+        layers = shared + row.estimator_weights(own, range(n, cfg.n_layers))
         layers, head_const = row.fold_head(layers, xs["head"])
-        front = dict((p["estimator"] if n else own)["front_conv"])
-        if "embedding" in xs:  # concatenated embedding: a per-flow bias of the front conv
-            front["bias"] = front["bias"] + jnp.matmul(xs["embedding"], front["kernel"][1:], precision=HIGHEST)
+        front = row.front_weights(p["estimator"] if n else own, xs.get("embedding"))
         first = 0 if cond_shared is None else n  # layers whose conditioning is computed per row
         wc = jnp.concatenate([w["cond"] for w in layers[first:]], axis=-1) if first < cfg.n_layers else None
         bias = xs["bias"] + jnp.stack([0.0 * w["bias"] if j < first else w["bias"] for j, w in enumerate(layers)])
@@ -134,7 +116,7 @@ def _inverse(
         x = jnp.concatenate(x)
         return jnp.flip(x, 0), None  # (G, B, W); undo this flow's flip
 
-    x, _ = jax.lax.scan(flow, jnp.swapaxes(z, 0, 1), _flow_inputs(cfg, p), reverse=True)
+    x, _ = jax.lax.scan(flow, jnp.swapaxes(z, 0, 1), per_flow, reverse=True)
     return jnp.swapaxes(x, 0, 1)
 
 
@@ -158,8 +140,9 @@ def synthesis_fn(
 
     def run(unroll, params, mel, z, widths):
         c = model.apply(params, mel, z.shape[1], method=AudioFlow.condition)
+        per_flow = model.apply(params, True, method=AudioFlow.per_flow_inputs)
         z2d = jnp.swapaxes(z.reshape(z.shape[0], -1, cfg.n_groups), 1, 2)
-        return from_rows(_inverse(cfg, precision, cache_cond, unroll, params["params"], c, z2d, widths))
+        return from_rows(_inverse(cfg, precision, cache_cond, unroll, params["params"], per_flow, c, z2d, widths))
 
     def fn(params, mel, z, widths=None):
         if unroll is not None:

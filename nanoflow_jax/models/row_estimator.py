@@ -1,4 +1,6 @@
-"""The estimator of one flow, one row at a time, for the cached inverse.
+"""The estimator (`wavenet2d`) of one flow, one row at a time: the form the cached inverse
+(`synth.fast`) runs. It reads the same params and shares the gate and the residual update with the
+full estimator; tests/test_synth.py checks it against the full estimator layer by layer.
 
 Row i's coupling parameters come from the estimator applied to rows < i (in the flow's direction). The
 estimator is causal along the rows, so layer j only needs its own input at rows i - 2*d_j, i - d_j and i
@@ -16,14 +18,12 @@ Two things keep the CPU's matmuls doing real work (bench/RESULTS.md, the CPU pro
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.precision import Precision
-from nanoflow_jax.models.wavenet2d import gated_tanh
+from nanoflow_jax.models.wavenet2d import gated_tanh, residual_update
 
 Array = jax.Array
 HIGHEST = jax.lax.Precision.HIGHEST  # folding weights: once per call, true float32
@@ -73,6 +73,17 @@ class RowEstimator:
         c = self.cfg.channels
         return [jnp.zeros((n, batch, self.width, c), self.dtype) for n in self.slots]
 
+    def estimator_weights(self, estimator: dict, layers: range) -> list[dict]:
+        """`layer_weights` of `layers` of an estimator's params (inference form: `layer_{j}` entries)."""
+        return [self.layer_weights(estimator[f"layer_{j}"], j) for j in layers]
+
+    def front_weights(self, estimator: dict, embedding: Array | None = None) -> dict:
+        """The front 1x1 convolution's kernel and bias; a concatenated flow embedding becomes a bias."""
+        front = dict(estimator["front_conv"])
+        if embedding is not None:
+            front["bias"] = front["bias"] + jnp.matmul(embedding, front["kernel"][1:], precision=HIGHEST)
+        return front
+
     def layer_weights(self, layer: dict, j: int) -> dict:
         """One layer's params (inference form) -> the matmul form used per row: `conv` (3, C, taps * 2C),
         one block per kernel row (row i - 2d, i - d, i)."""
@@ -110,36 +121,34 @@ class RowEstimator:
         (B, W) the previous row of this flow's input (zeros for row 0), `layers` per-layer weights with
         the head folded in, `cond` this row's conditioning terms and biases per layer, (B, W, 2C) each.
         -> the head's output less its constant part (B, W, P) in float32, and the updated caches."""
-        cfg, c = self.cfg, self.cfg.channels
         h = x_prev[..., None] * front["kernel"][0] + front["bias"]
         proj = 0.0
         new_caches = []
         for j, (w, cache) in enumerate(zip(layers, caches, strict=True)):
-            hm = h.astype(self.dtype)
-            if mask is not None:  # zero beyond each item's own width, as the conv's "same" padding
-                hm = jnp.where(mask, hm, 0)
-            lags, slots = self.live_lags(j, start), self.slots[j]
-            past = [jax.lax.dynamic_index_in_dim(cache, (i - lag) % slots, keepdims=False) for lag in lags]
-            kernel = w["conv"][2 - len(past) :]  # the live lags are always the kernel's last rows
-            rows = jnp.concatenate([*past, hm], axis=-1) if past else hm
-            y = self.precision.dot(rows, kernel.reshape((-1, kernel.shape[-1])))
-            if slots:
-                cache = jax.lax.dynamic_update_index_in_dim(cache, hm, i % slots, 0)
+            gate = flow["gates"][j] if "gates" in flow else None
+            h, skip, cache = self.layer_step(j, i, start, h, cache, w, cond[j], gate, mask)
+            proj = proj + skip
             new_caches.append(cache)
-            taps = self.taps[j]
-            y = y.reshape(y.shape[:-1] + (len(taps), 2 * c))
-            a = sum(_shift_width(y[..., n, :], t * 2**j) if t else y[..., n, :] for n, t in enumerate(taps))
-            a = a + cond[j]
-            acts = gated_tanh(a)
-            rs = self.precision.dot(acts, w["out"]) + w["out_bias"]
-            if j < cfg.n_layers - 1:
-                proj = proj + rs[..., c:]
-                res = rs[..., :c]
-                if "gates" in flow:
-                    gate = flow["gates"][j]
-                    h = h + res * (jnp.exp(gate) if cfg.gate_form == "exp" else gate)
-                else:
-                    h = (h + res) * math.sqrt(0.5)
-            else:
-                proj = proj + rs
         return proj, new_caches
+
+    def layer_step(self, j, i, start, h, cache, w, cond, gate, mask):
+        """Layer j on row i: h (B, W, C) its input -> (its output, its skip through the folded head, the
+        layer's updated cache). The last layer's output is its input (its residual is unused)."""
+        c = self.cfg.channels
+        hm = h.astype(self.dtype)
+        if mask is not None:  # zero beyond each item's own width, as the conv's "same" padding
+            hm = jnp.where(mask, hm, 0)
+        lags, slots = self.live_lags(j, start), self.slots[j]
+        past = [jax.lax.dynamic_index_in_dim(cache, (i - lag) % slots, keepdims=False) for lag in lags]
+        kernel = w["conv"][2 - len(past) :]  # the live lags are always the kernel's last rows
+        rows = jnp.concatenate([*past, hm], axis=-1) if past else hm
+        y = self.precision.dot(rows, kernel.reshape((-1, kernel.shape[-1])))
+        if slots:
+            cache = jax.lax.dynamic_update_index_in_dim(cache, hm, i % slots, 0)
+        taps = self.taps[j]
+        y = y.reshape(y.shape[:-1] + (len(taps), 2 * c))
+        a = sum(_shift_width(y[..., n, :], t * 2**j) if t else y[..., n, :] for n, t in enumerate(taps))
+        rs = self.precision.dot(gated_tanh(a + cond), w["out"]) + w["out_bias"]
+        if j == self.cfg.n_layers - 1:
+            return h, rs, cache
+        return residual_update(h, rs[..., :c], gate, self.cfg.gate_form), rs[..., c:], cache
