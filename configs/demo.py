@@ -12,5 +12,5 @@ import ml_collections
 from configs import ljspeech
 
 
-def get_config() -> ml_collections.ConfigDict:
-    return ljspeech.get_config("nanoflow,demo")
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return ljspeech.get_config(arg or "nanoflow,demo")

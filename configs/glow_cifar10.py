@@ -20,7 +20,7 @@ import ml_collections
 
 from configs import common
 from nanoflow_jax.errors import ConfigError
-from nanoflow_jax.train.image import ImageTask
+from nanoflow_jax.train.image import EPOCH, ImageTask
 
 VARIANTS = {  # model fields that differ from GlowConfig's defaults (Glow)
     "glow": {},
@@ -33,13 +33,47 @@ VARIANTS = {  # model fields that differ from GlowConfig's defaults (Glow)
 }
 
 
-def get_config(arg: str | None = None, **overrides) -> ml_collections.ConfigDict:
-    """`overrides`: {section: {field: value}} applied on top of the variant."""
-    arg = common.parse_arg(arg, variant="glow")
+# the official recipe's numbers (the sections' other fields keep their declared defaults)
+RECIPE = dict(
+    train=dict(
+        seed=0,
+        batch_size=64,
+        num_steps=3000 * EPOCH,
+        learning_rate=5e-4,
+        warmup_steps=5 * EPOCH,
+        weight_decay=5e-5,
+        init_batch_size=512,
+        eval_every=10 * EPOCH,
+        checkpoint_every=EPOCH,
+    ),
+)
+# a few CPU minutes on the bundled demo crops (configs/glow_demo.py is nanoflow,demo)
+DEMO = dict(
+    model=dict(hidden=32, n_levels=2, n_steps=4, embed_dim=1),
+    data=dict(source="demo"),
+    train=dict(
+        batch_size=32,
+        num_steps=300,
+        warmup_steps=20,
+        learning_rate=2e-3,
+        init_batch_size=64,
+        log_every=20,
+        eval_every=100,
+        checkpoint_every=100,
+    ),
+    eval=dict(batch_size=64, num_images=128, num_samples=16),
+)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, variant="glow", demo=False)
     if arg.variant not in VARIANTS:
         raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
-    fields = {name: dict(overrides.get(name, {})) for name in ImageTask.SECTIONS}
-    fields["model"] = VARIANTS[arg.variant] | fields["model"]
+    fields = {name: dict(RECIPE.get(name, {})) for name in ImageTask.SECTIONS}
+    fields["model"] = dict(VARIANTS[arg.variant])
+    if arg.demo:
+        for name, values in DEMO.items():
+            fields[name] |= values
     c = ml_collections.ConfigDict()
     for name, cls in ImageTask.SECTIONS.items():
         setattr(c, name, common.section(cls, **fields[name]))

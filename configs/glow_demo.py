@@ -3,7 +3,7 @@
     python train.py --config=configs/glow_demo.py --workdir=runs/glow_demo [--config.model.variant=glow]
 
 Writes test bpd to the console and TensorBoard, and sample grids at temperatures 0.7 and 1.0 to
-runs/glow_demo/samples/.
+runs/glow_demo/samples/. The same as configs/glow_cifar10.py:nanoflow,demo.
 """
 
 import ml_collections
@@ -11,20 +11,5 @@ import ml_collections
 from configs import glow_cifar10
 
 
-def get_config() -> ml_collections.ConfigDict:
-    return glow_cifar10.get_config(
-        "nanoflow",
-        model=dict(hidden=32, n_levels=2, n_steps=4, embed_dim=1),
-        data=dict(source="demo"),
-        train=dict(
-            batch_size=32,
-            num_steps=300,
-            warmup_steps=20,
-            learning_rate=2e-3,
-            init_batch_size=64,
-            log_every=20,
-            eval_every=100,
-            checkpoint_every=100,
-        ),
-        eval=dict(batch_size=64, num_images=128, num_samples=16),
-    )
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return glow_cifar10.get_config(arg or "nanoflow,demo")

@@ -31,6 +31,20 @@ VARIANTS = {  # model fields that differ from ModelConfig's defaults (the paper'
     "waveflow_c128": dict(variant="waveflow"),
     "waveflow_c64": dict(variant="waveflow", channels=64),
 }
+# the official recipe's numbers (the sections' other fields keep their declared defaults)
+RECIPE = dict(
+    train=dict(
+        seed=1234,
+        batch_size=8,
+        num_steps=1_200_000,
+        learning_rate=1e-3,
+        lr_decay_every=200_000,
+        lr_decay_factor=0.5,
+        grad_clip_norm=5.0,
+        checkpoint_every=5000,
+        eval_every=5000,
+    ),
+)
 # a few CPU minutes on the bundled corpus: a small NanoFlow, short crops, 120 steps
 DEMO = dict(
     model=dict(n_flows=4, n_layers=6, channels=32, n_groups=8, embed_dim=64),
@@ -44,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="nanoflow", demo=False)
     if arg.variant not in VARIANTS:
         raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
-    overrides = {name: {} for name in AudioTask.SECTIONS}
+    overrides = {name: dict(RECIPE.get(name, {})) for name in AudioTask.SECTIONS}
     overrides["model"] = dict(VARIANTS[arg.variant])
     if arg.demo:
         for name, fields in DEMO.items():

@@ -34,7 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="24k", demo=False)
     if arg.variant not in RATES:
         raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(RATES)}")
-    overrides = {name: dict(fields) for name, fields in ljspeech.DEMO.items()} if arg.demo else {}
+    overrides = {name: dict(fields) for name, fields in ljspeech.RECIPE.items()}
+    for name, fields in ljspeech.DEMO.items() if arg.demo else ():
+        overrides[name] = overrides.get(name, {}) | fields
     data = overrides.setdefault("data", {})
     data |= RATES[arg.variant]
     if arg.demo:

@@ -14,6 +14,7 @@ band-limited to 7 kHz by G.722, so the voice's top mel bands are learnt from nea
 import ml_collections
 
 from configs import common
+from nanoflow_jax.errors import ConfigError
 
 RECIPE = dict(
     model=dict(variant="nanoflow", n_flows=4, n_layers=6, channels=32, n_groups=8, embed_dim=64),
@@ -45,5 +46,6 @@ RECIPE = dict(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    del arg  # one recipe
+    if arg:
+        raise ConfigError(f"configs/speech.py has one recipe and takes no argument, got {arg!r}")
     return common.audio_config(RECIPE)

@@ -29,17 +29,22 @@ class ModelFamily(NamedTuple):
 MODELS = {"audio": ModelFamily(ModelConfig, AudioFlow), "image": ModelFamily(GlowConfig, ImageFlow)}
 
 
-def model_config(section: Any, source: str = "config") -> ModelConfig | GlowConfig:
-    """A checked model config from a config's `model` section (a ModelConfig / GlowConfig, a mapping or a
-    ConfigDict), by its `kind` (default "audio")."""
-    if isinstance(section, ModelConfig | GlowConfig):
-        return section
+def model_kind(section: Any, source: str = "config") -> str:
+    """The family a config's `model` section names in `kind` (default "audio"), checked."""
     if hasattr(section, "to_dict"):
         section = section.to_dict()
     kind = dict(section or {}).get("kind", "audio")
     if kind not in MODELS:
         raise ConfigError(f"{source}: model.kind = {kind!r} is not allowed: one of {', '.join(map(repr, MODELS))}")
-    return MODELS[kind].config.from_any(section, source)
+    return kind
+
+
+def model_config(section: Any, source: str = "config") -> ModelConfig | GlowConfig:
+    """A checked model config from a config's `model` section (a ModelConfig / GlowConfig, a mapping or a
+    ConfigDict), by its `kind` (default "audio")."""
+    if isinstance(section, ModelConfig | GlowConfig):
+        return section
+    return MODELS[model_kind(section, source)].config.from_any(section, source)
 
 
 def build_model(section: Any, **options: Any) -> AudioFlow | ImageFlow:
@@ -58,5 +63,6 @@ __all__ = [
     "ModelConfig",
     "build_model",
     "model_config",
+    "model_kind",
     "precision_policy",
 ]

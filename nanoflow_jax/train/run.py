@@ -9,6 +9,7 @@ from typing import Any
 
 from nanoflow_jax.errors import ConfigError
 from nanoflow_jax.files import resolve_path
+from nanoflow_jax.models import model_kind
 from nanoflow_jax.schema import Section
 from nanoflow_jax.train import trainer
 from nanoflow_jax.train.audio import AudioTask
@@ -23,10 +24,7 @@ def task_from_config(config: Any, source: str = "config") -> AudioTask | ImageTa
     if hasattr(config, "to_dict"):
         config = config.to_dict()
     config = dict(config)
-    kind = dict(config.get("model") or {}).get("kind", "audio")
-    if kind not in TASKS:
-        raise ConfigError(f"{source}: model.kind = {kind!r} is not allowed: one of {', '.join(map(repr, TASKS))}")
-    task_cls = TASKS[kind]
+    task_cls = TASKS[model_kind(config.get("model"), source)]
     unknown = sorted(set(config) - set(task_cls.SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section {unknown[0]!r}; known: {', '.join(task_cls.SECTIONS)}")
