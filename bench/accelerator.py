@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 
 
 def forward_flops_per_sample(cfg) -> float:
-    """One forward pass per audio sample: 20 C^2 + 160 C multiply-adds per layer and flow (ARCHITECTURE.md;
-    44.6 MFLOP for C=128, L=8, K=8)."""
+    """One forward pass per audio sample: 20 C^2 + 160 C multiply-adds per layer and flow (the official
+    estimator's layers; 44.6 MFLOP for C=128, L=8, K=8)."""
     return 2.0 * cfg.n_flows * cfg.n_layers * (20 * cfg.channels**2 + 2 * cfg.cond_channels * cfg.channels)
 
 

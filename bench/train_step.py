@@ -1,6 +1,6 @@
 """Training-step time and peak memory of NanoFlow C=128 (configs/wave_g16.py), batch 2 x 16,000 samples.
 
-    python bench/train_step.py [--steps 5] [--modes fp32,fp32_remat,bf16_remat]
+    python bench/train_step.py [--steps 5] [--modes float32,float32_remat,bfloat16_remat]
 
 Each mode runs in a fresh subprocess (so its peak resident memory is its own): AOT-compile the jitted step
 (mel on device + forward + backward + Adam), one warm-up step, then `steps` timed steps, each blocked on.
@@ -21,10 +21,10 @@ import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODES = {
-    "fp32": ("float32", False),
-    "fp32_remat": ("float32", True),
-    "bf16_remat": ("bfloat16", True),
-    "bf16": ("bfloat16", False),
+    "float32": ("float32", False),
+    "float32_remat": ("float32", True),
+    "bfloat16_remat": ("bfloat16", True),
+    "bfloat16": ("bfloat16", False),
 }
 
 
@@ -80,7 +80,7 @@ def run_one(mode: str, steps: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--modes", default="fp32,fp32_remat,bf16_remat")
+    ap.add_argument("--modes", default="float32,float32_remat,bfloat16_remat")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

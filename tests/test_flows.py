@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nanoflow_jax as nf
-from nanoflow_jax.flows import flip_rows, from_rows, shift_down, shift_rows, spline, to_rows
+from nanoflow_jax.flows import flip_rows, from_rows, shift_rows, spline, to_rows
 from nanoflow_jax.models.conv import autodiff_convs
 from tests.helpers import TINY_MODELS, max_err, model_and_params, tiny
 
@@ -109,12 +109,11 @@ def test_squeeze_layout_and_roundtrip():
     assert float(x2d[1, 2, 1]) == float(x[1, 1 * 4 + 2])  # x2d[b, i, j] = x[b, j*G + i]
     np.testing.assert_array_equal(from_rows(x2d), x)
     np.testing.assert_array_equal(flip_rows(flip_rows(x2d)), x2d)
-    s = shift_down(x2d)
+    s = shift_rows(x2d, 0)  # down the rows
     np.testing.assert_array_equal(s[:, 0], 0)
     np.testing.assert_array_equal(s[:, 1:], x2d[:, :-1])
-    np.testing.assert_array_equal(shift_rows(x2d, 0), s)  # down the rows
     up = jax.jit(shift_rows)(x2d, jnp.int32(1))  # up the rows: the mirror image
-    np.testing.assert_array_equal(up, flip_rows(shift_down(flip_rows(x2d))))
+    np.testing.assert_array_equal(up, flip_rows(shift_rows(flip_rows(x2d), 0)))
     with pytest.raises(ValueError, match="multiple of n_groups"):
         to_rows(jnp.zeros((1, 10)), 4)
 

@@ -1,4 +1,4 @@
-"""Parameter counts of configs/ against the official ones (ARCHITECTURE.md, paper Table 2)."""
+"""Parameter counts of configs/ against the official ones (the official code's models, paper Table 2)."""
 
 import jax
 import pytest

@@ -3,7 +3,7 @@ steps, and likelihoods."""
 
 from nanoflow_jax.flows.coupling import AFFINE, Coupling, make_coupling
 from nanoflow_jax.flows.likelihood import bits_per_dim, nll
-from nanoflow_jax.flows.rows import flip_rows, from_rows, shift_down, shift_rows, to_rows
+from nanoflow_jax.flows.rows import flip_rows, from_rows, shift_rows, to_rows
 
 __all__ = [
     "AFFINE",
@@ -13,7 +13,6 @@ __all__ = [
     "from_rows",
     "make_coupling",
     "nll",
-    "shift_down",
     "shift_rows",
     "to_rows",
 ]

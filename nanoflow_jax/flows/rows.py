@@ -33,17 +33,11 @@ def flip_rows(x2d: Array) -> Array:
     return jnp.flip(x2d, axis=1)
 
 
-def shift_down(x2d: Array) -> Array:
-    """Row i receives row i-1 and row 0 a zero row, so an estimator that is causal down the rows sees only
-    rows strictly above the one it parameterises."""
-    pad = [(0, 0)] * x2d.ndim
-    pad[1] = (1, 0)
-    return jnp.pad(x2d, pad)[:, :-1]
-
-
 def shift_rows(x2d: Array, upward: Array | int) -> Array:
-    """`shift_down`, or for `upward` = 1 (a traced 0/1 scalar) the mirror image: row i receives row i+1
-    and the last row a zero row. Index arithmetic, no conditional."""
+    """For `upward` = 0, row i receives row i-1 and row 0 a zero row, so an estimator that is causal down
+    the rows sees only rows strictly above the one it parameterises; for 1 (may be a traced 0/1 scalar)
+    the mirror image: row i receives row i+1 and the last row a zero row. Index arithmetic, no
+    conditional."""
     pad = [(0, 0)] * x2d.ndim
     pad[1] = (1, 1)
     return jax.lax.dynamic_slice_in_dim(jnp.pad(x2d, pad), 2 * upward, x2d.shape[1], axis=1)

@@ -30,10 +30,6 @@ class Writer:
         if self.tb:
             self.tb.add_image(tag, img, step, dataformats="HWC")
 
-    def flush(self) -> None:
-        if self.tb:
-            self.tb.flush()
-
     def close(self) -> None:
         if self.tb:
             self.tb.close()
