@@ -52,7 +52,8 @@ def test_data_and_model_hop_must_agree_and_the_window_fit_the_rate():
         task_from_config(bad).check(1)
 
 
-@pytest.mark.parametrize("variant", list(rates.RATES))
+# 24 kHz in the default run; the other three recipes (15 s each) with the slow tests
+@pytest.mark.parametrize("variant", [v if v == "24k" else pytest.param(v, marks=pytest.mark.slow) for v in rates.RATES])
 def test_rate_recipe_trains_and_synthesises_exactly(variant):
     c = rates.get_config(f"{variant},demo")
     c.model.update(TINY)
