@@ -27,7 +27,7 @@ class MelConfig(Section):
 
     sample_rate: int = field(22050, Int(min=1000, max=384_000), "sample rate of the audio in Hz")
     n_fft: int = field(1024, Int(min=2, max=16_384), "FFT size of the STFT")
-    hop_length: int = field(256, Int(min=1, max=16_384), "samples between STFT frames")
+    hop_length: int = field(256, Int(min=4, max=4096), "samples between STFT frames (and per mel frame)")
     win_length: int = field(1024, Int(min=1, max=16_384), "Hann window length (at most n_fft)")
     n_mels: int = field(80, Int(min=1, max=512), "mel bands")
     fmin: float = field(0.0, Float(min=0.0), "lowest mel filter edge in Hz")
