@@ -42,14 +42,20 @@ def section(cls: type[Section], **overrides) -> ml_collections.ConfigDict:
     return cfg
 
 
+def task_config(sections: dict[str, type[Section]], overrides: dict[str, dict]) -> ml_collections.ConfigDict:
+    """A run's ConfigDict: every one of a task's `sections` from its declared defaults and `overrides`
+    ({section: {field: value}})."""
+    c = ml_collections.ConfigDict()
+    for name, cls in sections.items():
+        setattr(c, name, section(cls, **overrides.get(name, {})))
+    return c
+
+
 def audio_config(overrides: dict[str, dict]) -> ml_collections.ConfigDict:
-    """An audio run's ConfigDict: every section of the audio task from its declared defaults and
-    `overrides` ({section: {field: value}}). model.hop_length follows data.hop_length (one reference),
-    so `--config.data.hop_length=300` also sets the conditioner's upsampling."""
+    """An audio run's `task_config`. model.hop_length follows data.hop_length (one reference), so
+    `--config.data.hop_length=300` also sets the conditioner's upsampling."""
     from nanoflow_jax.train.audio import AudioTask
 
-    c = ml_collections.ConfigDict()
-    for name, cls in AudioTask.SECTIONS.items():
-        setattr(c, name, section(cls, **overrides.get(name, {})))
+    c = task_config(AudioTask.SECTIONS, overrides)
     c.model.hop_length = c.data.get_ref("hop_length")
     return c

@@ -74,7 +74,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.demo:
         for name, values in DEMO.items():
             fields[name] |= values
-    c = ml_collections.ConfigDict()
-    for name, cls in ImageTask.SECTIONS.items():
-        setattr(c, name, common.section(cls, **fields[name]))
-    return c
+    return common.task_config(ImageTask.SECTIONS, fields)

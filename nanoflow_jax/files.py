@@ -115,7 +115,7 @@ class WorkdirLock:
 NPY_HEADER_BYTES = 1 << 16
 
 
-def npy_header(path: str, size: int) -> tuple[tuple[int, ...], Any, int]:
+def npy_header(path: str, size: int, what: str = "mel") -> tuple[tuple[int, ...], Any, int]:
     """(shape, dtype, data offset) of a .npy file, checked against the file's real size before any data
     is read (a header claiming 40 GB in a 1 KB file is refused here)."""
     import numpy as np
@@ -131,7 +131,7 @@ def npy_header(path: str, size: int) -> tuple[tuple[int, ...], Any, int]:
             raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
         offset = f.tell()
     if dtype.hasobject or dtype.kind != "f":
-        raise InputError(f"{path}: mel must hold floating-point values, got dtype {dtype}")
+        raise InputError(f"{path}: {what} must hold floating-point values, got dtype {dtype}")
     need = math.prod(shape) * dtype.itemsize
     if offset + need != size:
         raise InputError(f"{path}: its header declares shape {shape} ({need} bytes) but the file holds {size - offset}")

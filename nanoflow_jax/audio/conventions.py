@@ -24,6 +24,7 @@ import numpy as np
 
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.errors import InputError
+from nanoflow_jax.files import check_input_file, npy_header
 
 CONVENTIONS = ("tacotron2", "hifigan", "espnet")
 
@@ -39,13 +40,15 @@ def check_filterbank(cfg: MelConfig, fmin: float | None, fmax: float | None, con
 
 
 def load_stats(path: str, n_mels: int) -> np.ndarray:
-    """A ParallelWaveGAN-style stats.npy: (2, bands) float, the per-band mean then scale of the log10 mel."""
+    """A ParallelWaveGAN-style stats.npy: (2, bands) float, the per-band mean then scale of the log10 mel.
+    The file is checked as every untrusted .npy is (`files.npy_header`) before its data is read."""
+    shape, _, _ = npy_header(path, check_input_file(path, "mel statistics"), "mel statistics")
+    if shape != (2, n_mels):
+        raise InputError(f"{path}: mel statistics must be a float array of shape (2, {n_mels}), got {shape}")
     try:
         stats = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read mel statistics {path} as a .npy array ({str(e).splitlines()[0]})") from None
-    if stats.shape != (2, n_mels) or stats.dtype.kind != "f":
-        raise InputError(f"{path}: mel statistics must be a float array of shape (2, {n_mels}), got {stats.shape}")
     if not np.all(np.isfinite(stats)) or np.any(stats[1] <= 0):
         raise InputError(f"{path}: mel statistics must be finite with a positive scale")
     return stats.astype(np.float64)

@@ -110,9 +110,9 @@ def mel_files(root: str) -> dict[str, str]:
 
 
 def _pair_mel(path: str, mels: dict[str, str], n_samples: int, data: Any) -> tuple[str, np.ndarray | None]:
-    """The mel paired with a wav of `n_samples` (at data.sample_rate), trimmed to the frames the audio
-    covers: -> (status, mel or None). Ours has n // hop + 1 frames; a TTS model's may differ by
-    data.pair_tolerance_frames."""
+    """The mel paired with a wav of `n_samples` (at data.sample_rate): -> (status, mel or None). Ours has
+    n // hop + 1 frames; a TTS model's may differ by data.pair_tolerance_frames (the crops keep to the
+    shorter of the two)."""
     mel_path = mels.get(os.path.splitext(os.path.basename(path))[0])
     if mel_path is None:
         return "without a mel", None

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from nanoflow_jax.models import AudioFlow, ModelConfig
+from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.synth.fast import (
     TRIM_FRAMES,
     as_batch,
@@ -91,12 +92,8 @@ def synthesize_chunks(
     if chunk_frames < 1 or overlap_frames < 0:
         raise ValueError(f"chunk_frames must be >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
     (total,) = check_mels([mel], cfg, dtype)
-    if z is None:
-        rng = jax.random.PRNGKey(0) if rng is None else rng
-        z = temperature * jax.random.normal(rng, (1, total), np.float32)
-    z = np.asarray(z, np.float32).reshape(-1)
-    if z.shape[0] < total:
-        raise ValueError(f"z has {z.shape[0]} samples where the mel needs {total}")
+    z = np.asarray(draw_noise(z, [total], total, temperature, rng))[0]
+    params = inference_params(model, params)  # once, not in every chunk's call
     spans = chunk_spans(mel.shape[1], cfg, chunk_frames, overlap_frames)
     size = max(n for _, n, _, _ in spans)  # every chunk padded to one program
     hop = cfg.hop_length
@@ -134,6 +131,7 @@ def synthesize(
         return synthesize_batch(model, params, mel, temperature=temperature, dtype=dtype, z=z, rng=rng, **options)
     lengths = check_mels(mels, cfg, dtype)
     noise = np.asarray(draw_noise(z, lengths, max(lengths), temperature, rng))
+    params = inference_params(model, params)
     outs = [
         np.concatenate(
             list(

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nanoflow_jax.audio.io import read_audio, read_mel, resample
-from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
+from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram, n_frames
 from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
 from nanoflow_jax.errors import CheckpointError, InputError, UsageError
@@ -87,9 +87,7 @@ def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.n
 def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:
     audio, rate = read_audio(path, max_seconds=max_mel_frames(cfg) * cfg.hop_length / mel_cfg.sample_rate)
     audio = resample(audio, rate, mel_cfg.sample_rate)
-    if len(audio) <= mel_cfg.n_fft // 2:
+    # the STFT needs more than n_fft / 2 samples, the synthesis enough frames for one column
+    if len(audio) <= mel_cfg.n_fft // 2 or output_length(n_frames(len(audio), mel_cfg.hop_length), cfg) <= 0:
         raise InputError(f"{path}: too short to synthesise ({len(audio)} samples)")
-    mel = np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
-    if output_length(mel.shape[1], cfg) <= 0:
-        raise InputError(f"{path}: too short to synthesise ({len(audio)} samples)")
-    return mel
+    return np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
