@@ -28,7 +28,7 @@ VARIANTS = {  # model fields that differ from GlowConfig's defaults (Glow)
     "nanoflow_naive": dict(variant="nanoflow_naive"),
     "nanoflow_decomp": dict(variant="nanoflow_decomp"),
     "nanoflow": dict(variant="nanoflow"),
-    "nanoflow_k48": dict(variant="nanoflow", n_steps=48, embed_dim=3),
+    "nanoflow_k48": dict(variant="nanoflow", n_flows=48, embed_dim=3),
     "nanoflow_alt": dict(variant="nanoflow_alt"),
 }
 
@@ -49,7 +49,7 @@ RECIPE = dict(
 )
 # a few CPU minutes on the bundled demo crops (configs/glow_demo.py is nanoflow,demo)
 DEMO = dict(
-    model=dict(hidden=32, n_levels=2, n_steps=4, embed_dim=1),
+    model=dict(hidden=32, n_levels=2, n_flows=4, embed_dim=1),
     data=dict(source="demo"),
     train=dict(
         batch_size=32,

@@ -16,15 +16,17 @@ import pytest
 import nanoflow_jax as nf
 from nanoflow_jax.data.images import ImageLoader, load_cifar10
 from nanoflow_jax.flows import image as F
+from nanoflow_jax.flows.coupling import SIGMOID_AFFINE
 from nanoflow_jax.models import GlowConfig, ImageFlow
 from nanoflow_jax.models.conv import autodiff_convs
+from nanoflow_jax.models.glow_step import GlowStep
 from nanoflow_jax.models.image_config import IMAGE_VARIANTS
 
 SIZE = 8
 
 
 def tiny(variant, **kw):
-    return GlowConfig(variant=variant, image_size=SIZE, hidden=8, n_levels=2, n_steps=2, embed_dim=2, **kw)
+    return GlowConfig(variant=variant, image_size=SIZE, hidden=8, n_levels=2, n_flows=2, embed_dim=2, **kw)
 
 
 @functools.cache
@@ -64,11 +66,14 @@ def test_inverse_of_forward(variant):
     """(The plain, non-LU 1x1 conv is checked as a step type below.)"""
     model, v, images = _model(variant)
     x = _x(images)
-    zs, _, _ = jax.jit(model.apply)(v, x)
+    zs, logdet, _ = jax.jit(model.apply)(v, x)
     # not the identity: the latents differ from x merely squeezed and split the same way
     moved = [float(jnp.max(jnp.abs(z - r))) for z, r in zip(zs, _rearranged(x, model.config.n_levels), strict=True)]
     assert min(moved) > 1e-2, moved
-    np.testing.assert_allclose(jax.jit(lambda v, zs: model.apply(v, zs, method="inverse"))(v, zs), x, atol=1e-5, rtol=0)
+    x_back, logdet_inverse = jax.jit(lambda v, zs: model.apply(v, zs, method="inverse"))(v, zs)
+    np.testing.assert_allclose(x_back, x, atol=1e-5, rtol=0)
+    # the inverse returns its own log-determinant, the forward's negated
+    np.testing.assert_allclose(logdet_inverse, -logdet, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("variant", list(IMAGE_VARIANTS))
@@ -84,6 +89,12 @@ def test_logdet_equals_slogdet_of_jacobian(variant):
         jac = jax.jacfwd(flat)(x.reshape(-1))
     _, logdet, _ = model.apply(v, x)
     np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-3)
+
+
+def _half_coupled(transform, x, h):
+    """The second half of x's channels through `transform` with params from the estimator output h."""
+    y, log_det = transform(x[..., 2:], F.coupling_pairs(h))
+    return jnp.concatenate([x[..., :2], y], -1), jnp.sum(log_det, axis=(1, 2, 3))
 
 
 STEP_TYPES = {
@@ -103,8 +114,8 @@ STEP_TYPES = {
         lambda rng, c: {"weight": jax.random.normal(rng, (c, c))},
     ),
     "coupling": (
-        lambda x, h: (lambda y, ld: (jnp.concatenate([x[..., :2], y], -1), ld))(*F.coupling_forward(x[..., 2:], h)),
-        lambda y, h: (lambda x, ld: (jnp.concatenate([y[..., :2], x], -1), ld))(*F.coupling_inverse(y[..., 2:], h)),
+        lambda x, h: _half_coupled(SIGMOID_AFFINE.forward, x, h),
+        lambda y, h: _half_coupled(SIGMOID_AFFINE.inverse, y, h),
         lambda rng, c: jax.random.normal(rng, (1, 2, 2, 4)),
     ),
 }
@@ -118,7 +129,7 @@ def test_step_type_invertible_with_exact_logdet(name):
     y, logdet = fwd(x, p)
     x_back, logdet_inv = inv(y, p)
     np.testing.assert_allclose(x_back, x, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(logdet_inv, logdet, rtol=1e-6)
+    np.testing.assert_allclose(logdet_inv, -logdet, rtol=1e-6)
     jac = jax.jacfwd(lambda a: fwd(a.reshape(x.shape), p)[0].reshape(-1))(x.reshape(-1))
     np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-4)
 
@@ -137,15 +148,15 @@ def test_actnorm_init_normalises_its_batch():
     images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
     x = _x(images)
     v = model.init(jax.random.PRNGKey(1), x)
+    level = v["params"]["levels_0"]
+    step_model = GlowStep(model.config, 0)
     z = F.squeeze2x2(x)
-    steps, fixed = v["params"]["level_0"]["steps"], v["buffers"]["level_0"]
-    shared = v["params"]["level_0"].get("shared")
-    for k in range(model.config.n_steps):
-        step = jax.tree.map(lambda a, k=k: a[k], steps)
-        y, _ = F.actnorm_forward(z, step["actnorm"])
+    for k in range(model.config.n_flows):
+        step = {c: jax.tree.map(lambda a, k=k: a[k], v[c]["levels_0"]["steps"]) for c in ("params", "buffers")}
+        y, _ = step_model.apply(step, z, method=lambda m, z: m.actnorm(z))
         np.testing.assert_allclose(np.mean(y, axis=(0, 1, 2)), 0.0, atol=1e-5)
         np.testing.assert_allclose(np.std(y, axis=(0, 1, 2)), 1.0, atol=1e-4)
-        z, _ = model._step_forward(z, step, jax.tree.map(lambda a, k=k: a[k], fixed), shared)
+        z, _, _ = step_model.apply(step, z, level["shared"], method="forward")
 
 
 # config variant -> trainable parameters of the official model (image_density_experiments, hidden 256,
@@ -254,7 +265,7 @@ def test_image_training_accumulates_and_warm_starts(tmp_path):
     from nanoflow_jax.train.run import task_from_config
 
     config = glow_demo.get_config()
-    config.model.update(hidden=4, n_levels=2, n_steps=1)
+    config.model.update(hidden=4, n_levels=2, n_flows=1)
     config.train.update(batch_size=16, grad_accum_steps=2, num_steps=2, init_batch_size=16, log_every=1)
     config.train.update(eval_every=100, checkpoint_every=2)
     config.eval.update(batch_size=16, num_images=16, num_samples=2)

@@ -38,7 +38,7 @@ TINY = {
         "eval": dict(batch_size=2, num_crops=2, num_utterances=1),
     },
     "image": {
-        "model": dict(variant="nanoflow", hidden=4, n_levels=2, n_steps=2),
+        "model": dict(variant="nanoflow", hidden=4, n_levels=2, n_flows=2),
         "data": dict(source="demo"),
         "train": dict(batch_size=8, init_batch_size=4),
         "eval": dict(batch_size=4, num_images=4, num_samples=2),

@@ -1,9 +1,10 @@
 """The image flow algebra (multi-scale Glow), as pure functions over NHWC arrays.
 
-Each transform returns its output and its log-determinant per example, (B,); the inverse returns the input
-and the same log-determinant (to subtract). Channel conventions follow the official code: a 2x2 squeeze
-puts pixel (i, j) of each 2x2 patch at channel c * 4 + i * 2 + j; the coupling's shift and raw scale are
-the even and odd channels of the estimator's output ("cross"); a split prior's mean and log-std too.
+Each transform returns its output and its own log-determinant per example, (B,): the inverse's is the
+forward's negated. Channel conventions follow the official code: a 2x2 squeeze puts pixel (i, j) of each
+2x2 patch at channel c * 4 + i * 2 + j; the coupling's shift and raw scale are the even and odd channels
+of the estimator's output ("cross", `coupling_pairs`); a split prior's mean and log-std too. The coupling
+itself is `flows.coupling`'s "sigmoid_affine", shared with the audio flows' protocol.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def actnorm_forward(x: Array, p: dict) -> tuple[Array, Array]:
 
 def actnorm_inverse(y: Array, p: dict) -> tuple[Array, Array]:
     x = y * jnp.exp(-p["logs"]) - p["bias"]
-    return x, jnp.full((y.shape[0],), _pixels(y) * jnp.sum(p["logs"]))
+    return x, jnp.full((y.shape[0],), -_pixels(y) * jnp.sum(p["logs"]))
 
 
 # -- invertible 1x1 convolution ----------------------------------------------------------------------
@@ -87,23 +88,13 @@ def invconv_forward(x: Array, w: Array, logdet_w: Array) -> tuple[Array, Array]:
 
 
 def invconv_inverse(y: Array, w: Array, logdet_w: Array) -> tuple[Array, Array]:
-    return jnp.matmul(y, jnp.linalg.inv(w).T, precision=HIGHEST), jnp.full((y.shape[0],), _pixels(y) * logdet_w)
+    return jnp.matmul(y, jnp.linalg.inv(w).T, precision=HIGHEST), jnp.full((y.shape[0],), -_pixels(y) * logdet_w)
 
 
-# -- affine coupling, Glow's sigmoid form --------------------------------------------------------------
-def coupling_scale(h: Array) -> tuple[Array, Array]:
-    """Estimator output -> (shift, scale) with scale = sigmoid(raw + 2) in (0, 1)."""
-    return h[..., 0::2], jax.nn.sigmoid(h[..., 1::2] + 2.0)
-
-
-def coupling_forward(z2: Array, h: Array) -> tuple[Array, Array]:
-    shift, scale = coupling_scale(h)
-    return (z2 + shift) * scale, jnp.sum(jnp.log(scale), axis=(1, 2, 3))
-
-
-def coupling_inverse(y2: Array, h: Array) -> tuple[Array, Array]:
-    shift, scale = coupling_scale(h)
-    return y2 / scale - shift, jnp.sum(jnp.log(scale), axis=(1, 2, 3))
+def coupling_pairs(h: Array) -> Array:
+    """Estimator output (..., 2c) -> the coupling's (..., c, 2) parameters: (shift, raw scale) are its
+    even and odd channels."""
+    return h.reshape(h.shape[:-1] + (h.shape[-1] // 2, 2))
 
 
 # -- priors ------------------------------------------------------------------------------------------

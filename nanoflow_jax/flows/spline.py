@@ -72,6 +72,7 @@ def forward(x: Array, p: Array, tail_bound: float) -> tuple[Array, Array]:
 
 
 def inverse(y: Array, p: Array, tail_bound: float) -> tuple[Array, Array]:
+    """-> (x, log|dx/dy|), the inverse's own log-derivative."""
     xk, w, yk, h, d = _knots(p, tail_bound)
     inside = jnp.abs(y) < tail_bound
     yc = jnp.clip(y, -tail_bound, tail_bound)
@@ -90,5 +91,5 @@ def inverse(y: Array, p: Array, tail_bound: float) -> tuple[Array, Array]:
     tt = th * (1.0 - th)
     den = s + bend * tt
     dnum = s**2 * (d1 * th**2 + 2.0 * s * tt + d0 * (1.0 - th) ** 2)
-    logdet = jnp.log(dnum) - 2.0 * jnp.log(den)
-    return jnp.where(inside, x, y), jnp.where(inside, logdet, 0.0)
+    log_dydx = jnp.log(dnum) - 2.0 * jnp.log(den)
+    return jnp.where(inside, x, y), jnp.where(inside, -log_dydx, 0.0)

@@ -235,8 +235,9 @@ class AudioFlow(nn.Module):
         z = from_rows(self._to_official_order(z))
         return (z, logdet, ps) if return_coupling_params else (z, logdet)
 
-    def inverse(self, z: Array, mel: Array) -> Array:
-        """Exact inverse, row by row: z (B, T), mel (B, bands, F) -> audio (B, T).
+    def inverse(self, z: Array, mel: Array) -> tuple[Array, Array]:
+        """Exact inverse, row by row: z (B, T), mel (B, bands, F) -> audio (B, T) and the inverse's own
+        log-determinant log|d audio / d z| (B,), the forward one negated.
 
         Each row is recomputed from the full estimator (cost G x a forward pass); `nf.synthesize` is
         the cached fast path."""
@@ -245,22 +246,24 @@ class AudioFlow(nn.Module):
         x = self._to_official_order(to_rows(z.astype(jnp.float32), cfg.n_groups))  # its own inverse
         cond, c = self._conditioning(mel, z.shape[1])
 
-        def flow(mdl, x, xs):
+        def flow(mdl, carry, xs):
             head, upward = mdl._head(xs), xs["upward"]
 
-            def row(mdl, x, i):
+            def row(mdl, carry, i):
                 # in causal order: rows after r still hold z, and the estimator's row r ignores them
+                x, logdet = carry
                 r = jnp.where(upward == 1, cfg.n_groups - 1 - i, i)
                 feat = mdl._features(shift_rows(x, upward), xs, cond, c)
                 p = project(jax.lax.dynamic_index_in_dim(feat, r, 1, keepdims=False), head)
-                xr, _ = mdl.coupling.inverse(jax.lax.dynamic_index_in_dim(x, r, 1, keepdims=False), p)
-                return jax.lax.dynamic_update_index_in_dim(x, xr, r, 1), None
+                xr, log_det = mdl.coupling.inverse(jax.lax.dynamic_index_in_dim(x, r, 1, keepdims=False), p)
+                return (jax.lax.dynamic_update_index_in_dim(x, xr, r, 1), logdet + jnp.sum(log_det, axis=1)), None
 
-            x, _ = nn.scan(row, length=cfg.n_groups, **_SCAN)(mdl, x, jnp.arange(cfg.n_groups))
-            return x, None
+            carry, _ = nn.scan(row, length=cfg.n_groups, **_SCAN)(mdl, carry, jnp.arange(cfg.n_groups))
+            return carry, None
 
-        x, _ = self._scan(flow, x, self.per_flow_inputs(), reverse=True)
-        return from_rows(x)
+        carry0 = (x, jnp.zeros((x.shape[0],), jnp.float32))
+        (x, logdet), _ = self._scan(flow, carry0, self.per_flow_inputs(), reverse=True)
+        return from_rows(x), logdet
 
     def _scan(self, step, carry, xs, reverse: bool = False):
         """Run `step` over the K flows: `nn.scan` with the params broadcast."""

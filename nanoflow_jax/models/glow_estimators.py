@@ -1,4 +1,4 @@
-"""The image flow's density estimators (Flax) and its zero-initialised output convolutions.
+"""The image flow's layers (Flax): ActNorm, the density estimators and the zero-initialised output convolution.
 
 Glow: per step conv3x3 -> conv1x1, each with ActNorm and ReLU, then a zero-init 3x3 projection;
 Glow-large: 6 x conv3x3; the NanoFlow variants share one stack per level and multiply each activation by
@@ -22,16 +22,18 @@ Array = jax.Array
 
 class ActNorm(nn.Module):
     """Per-channel affine, initialised at `init` so that its output on that batch has zero mean and
-    `scale` standard deviation per channel."""
+    `scale` standard deviation per channel. -> (output, its log-determinant (B,)); `reverse` inverts."""
 
     scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, reverse: bool = False) -> tuple[Array, Array]:
         stats = lambda: F.actnorm_stats(x, self.scale)  # noqa: E731  (only evaluated at init)
-        bias = self.param("bias", lambda _: stats()["bias"])
-        logs = self.param("logs", lambda _: stats()["logs"])
-        return (x + bias) * jnp.exp(logs)
+        p = {
+            "bias": self.param("bias", lambda _: stats()["bias"]),
+            "logs": self.param("logs", lambda _: stats()["logs"]),
+        }
+        return F.actnorm_inverse(x, p) if reverse else F.actnorm_forward(x, p)
 
 
 class SameConv(nn.Module):
@@ -60,11 +62,29 @@ class ConvStack(nn.Module):
     def __call__(self, x: Array, gates: Array | None = None) -> Array:
         for i, k in enumerate(self.kernels):
             x = SameConv(self.hidden, k, self.precision, name=f"Conv_{i}")(x)
-            x = ActNorm(self.actnorm_scale)(x)
+            x, _ = ActNorm(self.actnorm_scale)(x)
             if gates is not None:
                 x = x * jnp.exp(gates[i])
             x = nn.relu(x)
         return x
+
+
+class ZeroConv(nn.Module):
+    """k x k "same" convolution whose output starts at zero (`zero_conv`): the coupling's projection and
+    the priors."""
+
+    features: int
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k, zeros = self.kernel, nn.initializers.zeros
+        p = {
+            "kernel": self.param("kernel", zeros, (k, k, x.shape[-1], self.features)),
+            "bias": self.param("bias", zeros, (self.features,)),
+            "logs": self.param("logs", zeros, (self.features,)),
+        }
+        return zero_conv(x, p)
 
 
 def zero_conv_init(k: int, c_in: int, c_out: int) -> dict:

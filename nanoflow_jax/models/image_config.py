@@ -39,7 +39,7 @@ class GlowConfig(Section):
     channels: int = field(3, Int(min=1), "colour channels")
     hidden: int = field(256, Int(min=1), "channels of the estimator's convolutions")
     n_levels: int = field(3, Int(min=1), "levels of the multi-scale flow (a 2x2 squeeze each)")
-    n_steps: int = field(32, Int(min=1), "K, flow steps per level")
+    n_flows: int = field(32, Int(min=1), "K, flow steps per level")
     embed_dim: int = field(1, Int(min=1), "D: the level-l embedding map has D * 2**l channels (nanoflow)")
     lu: bool = field(True, Bool(), "invertible 1x1 convolutions in LU form")
     n_bits: int = field(8, Int(min=1, max=8), "bits per colour value modelled")
