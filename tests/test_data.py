@@ -1,6 +1,7 @@
 """Data sources, checks, split and the resumable crop loader."""
 
 import os
+import threading
 
 import ml_collections
 import numpy as np
@@ -9,6 +10,8 @@ import soundfile
 
 from nanoflow_jax.audio import write_wav
 from nanoflow_jax.data import DEMO_CORPUS, CropLoader, DataError, list_files, load_splits
+from nanoflow_jax.data.images import ImageLoader
+from nanoflow_jax.data.stream import host_shard
 
 
 def data_cfg(path, source="folder", **kw):
@@ -124,6 +127,29 @@ def test_loader_is_deterministic_resumable_and_sharded():
     for h in hosts:
         h.close()
     assert not np.array_equal(h0, h1)
+
+
+def test_one_stream_for_both_tasks():
+    """Audio crops and image batches are one position-indexed stream: the same items at the same positions
+    across epochs, no thread of their own (the trainer's prefetcher is the one thread), and one host
+    sharding, disjoint and covering."""
+    train, _ = load_splits(data_cfg("demo"), log=lambda *_: None)
+    n = len(train)
+    threads = threading.active_count()
+    crops = CropLoader(train, 4, 1000, seed=3)
+    # image i is filled with the value i, so a dequantised batch says which images it holds
+    images = ImageLoader(np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 2, 2, 3)), 4, 3)
+    for position in range(0, 2 * n, 4):  # two epochs
+        held = np.floor((next(images)[:, 0, 0, 0] + 0.5) * 256).astype(int)
+        assert list(held) == [idx for idx, _, _ in crops.items(position)]
+        next(crops)
+    assert threading.active_count() == threads
+    crops.close()
+    with pytest.raises(StopIteration):
+        next(crops)
+    assert [list(host_shard(range(5), i, 2)) for i in range(2)] == [[0, 2, 4], [1, 3]]
+    with pytest.raises(DataError, match="1 training items for 2 hosts"):
+        host_shard([0], 1, 2)
 
 
 def test_corpus_in_memory_is_int16_and_crops_match_decoding_on_demand():

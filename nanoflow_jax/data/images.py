@@ -1,7 +1,7 @@
 """Image data for the Glow experiments: CIFAR-10 (the python-version archive or its extracted folder; or
 TFDS when installed), or the bundled demo crops. Images are uint8 (N, H, W, C) in memory; the loader
-hands out dequantised float batches (uniform noise, seeded by stream position, so a resumed run sees the
-same data)."""
+(the image task's `stream.PositionStream`) hands out dequantised float batches (uniform noise, seeded by
+stream position, so a resumed run sees the same data)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from nanoflow_jax.data.stream import PositionStream
 from nanoflow_jax.errors import DataError
 from nanoflow_jax.files import resolve_path
 from nanoflow_jax.flows.image import bin_floor
@@ -109,9 +110,9 @@ def dequantize_np(images: np.ndarray, rng: np.random.Generator, n_bits: int = 8)
     return (x + rng.uniform(0.0, 1.0 / 2**n_bits, x.shape)).astype(np.float32)
 
 
-class ImageLoader:
-    """Endless dequantised batches (batch, H, W, C) of this host's shuffled share, with random horizontal
-    flips; batch k is a function of (seed, host, position) only, so resuming at a position is exact."""
+class ImageLoader(PositionStream):
+    """Dequantised batches (batch, H, W, C) of this host's images (`host_shard`), with random horizontal
+    flips; the flips and the noise are seeded by (seed, host, position)."""
 
     def __init__(
         self,
@@ -120,47 +121,16 @@ class ImageLoader:
         seed: int,
         n_bits: int = 8,
         process_index: int = 0,
-        process_count: int = 1,
         position: int = 0,
         flip: bool = True,
     ):
-        if len(images) < process_count:
-            raise DataError(f"{len(images)} training images for {process_count} hosts")
-        self.images = images[process_index::process_count]
-        self.batch_size, self.seed, self.n_bits, self.flip = batch_size, seed, n_bits, flip
-        self.process_index, self.position = process_index, position
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (
-                epoch,
-                np.random.default_rng((self.seed, self.process_index, epoch)).permutation(len(self.images)),
-            )
-        return self._perm[1]
+        super().__init__(len(images), batch_size, seed, process_index, position)
+        self.images, self.n_bits, self.flip = images, n_bits, flip
 
     def batch_at(self, position: int) -> np.ndarray:
-        idx = []
-        for p in range(position, position + self.batch_size):
-            epoch, i = divmod(p, len(self.images))
-            idx.append(self._order(epoch)[i])
-        batch = self.images[np.asarray(idx)]
+        batch = self.images[np.asarray([idx for idx, _, _ in self.items(position)])]
         rng = np.random.default_rng((self.seed, self.process_index, position))
         if self.flip:
             flips = rng.random(len(batch)) < 0.5
             batch = np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
         return dequantize_np(batch, rng, self.n_bits)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> np.ndarray:
-        batch = self.batch_at(self.position)
-        self.position += self.batch_size
-        return batch
-
-    def state(self) -> dict:
-        return {"position": self.position}
-
-    def close(self) -> None:
-        pass

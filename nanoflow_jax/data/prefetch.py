@@ -1,8 +1,9 @@
 """Batches already on the device when the step asks for them.
 
-A background thread takes this host's batches from a loader, turns each into the global array sharded
-along the mesh's "data" axis (the layout the step expects) and keeps `depth` of them in flight, so the
-host-to-device copy overlaps the previous step instead of delaying the next one.
+The one loading thread of a run: it takes this host's batches from a loader (a synchronous
+`stream.PositionStream`: cropping, decoding and dequantising happen here), turns each into the global
+array sharded along the mesh's "data" axis (the layout the step expects) and keeps `depth` of them in
+flight, so loading and the host-to-device copy overlap the previous step instead of delaying the next.
 """
 
 from __future__ import annotations
@@ -64,5 +65,5 @@ class device_batches:  # noqa: N801  (used like a generator function)
 
     def close(self) -> None:
         self._stop.set()
-        self.loader.close()  # a loader waiting for its next batch stops too
+        self.loader.close()  # the thread's next read stops it
         self._thread.join(timeout=10)

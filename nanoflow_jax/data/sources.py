@@ -19,6 +19,7 @@ import numpy as np
 from nanoflow_jax.audio.io import read_audio, read_mel, resample
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.data.corpus import AudioSet, to_int16
+from nanoflow_jax.data.stream import host_shard
 from nanoflow_jax.errors import AudioReadError, DataError, InputError
 from nanoflow_jax.files import resolve_path
 
@@ -159,7 +160,9 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
     files = list_files(data.source, data.path)
     test_files = split_test(files, data.test_fraction, getattr(data, "test_split", "sorted"))
     held_out = set(test_files)
-    train_files = [f for f in files if f not in held_out][process_index::process_count]
+    train_files = list(
+        host_shard([f for f in files if f not in held_out], process_index, process_count, "training files")
+    )
     mine = test_files + train_files
     max_gb = getattr(data, "max_memory_gb", 8.0)
     budget = _Budget(int(max_gb * 2**30))

@@ -9,6 +9,7 @@ import numpy as np
 
 from nanoflow_jax.audio.io import resample
 from nanoflow_jax.data.corpus import AudioSet, to_int16
+from nanoflow_jax.data.stream import host_shard
 from nanoflow_jax.errors import DataError
 
 
@@ -26,7 +27,7 @@ def load_tfds_splits(data: Any, log=print, process_index: int = 0, process_count
     sr = info.features["speech"].sample_rate
     items = sorted(((ex["id"].decode(), ex["speech"]) for ex in tfds.as_numpy(ds)), key=lambda t: t[0])
     n_test = int(len(items) * data.test_fraction)
-    test, train = items[:n_test], items[n_test:][process_index::process_count]
+    test, train = items[:n_test], host_shard(items[n_test:], process_index, process_count, "training utterances")
     who = f" (host {process_index} of {process_count})" if process_count > 1 else ""
     log(f"data{who}: {len(test) + len(train)} of {len(items)} utterances from TFDS ljspeech")
 

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from nanoflow_jax.data.images import ImageDataConfig, ImageLoader, dequantize_np, load_image_splits
+from nanoflow_jax.data.stream import host_shard
 from nanoflow_jax.errors import DataError
 from nanoflow_jax.models import GlowConfig, ImageFlow
 from nanoflow_jax.models.params import count_params
@@ -70,14 +71,16 @@ class ImageTask(Task):
                 f"images are {self.train_set.shape[1:]}, the model expects {cfg.image_size}px with {cfg.channels} "
                 "channels (model.image_size, model.channels)"
             )
-        if len(self.train_set) < jax.process_count():
-            raise DataError(f"{len(self.train_set)} training images for {jax.process_count()} hosts")
-
-    def init_variables(self, rng: jax.Array) -> Any:
-        """Every ActNorm initialised from the first images of the training stream (dequantised)."""
+        # every host initialises from the same images (so the same params), then keeps its share
         t = self.train
         order = np.random.default_rng(t.seed).permutation(len(self.train_set))[: t.init_batch_size]
-        x = dequantize_np(self.train_set[order], np.random.default_rng((t.seed, 1)), self.model_config.n_bits)
+        self.init_images = self.train_set[order]
+        self.train_set = host_shard(self.train_set, jax.process_index(), jax.process_count(), "training images")
+
+    def init_variables(self, rng: jax.Array) -> Any:
+        """Every ActNorm initialised from a seeded draw of the training images (dequantised)."""
+        t = self.train
+        x = dequantize_np(self.init_images, np.random.default_rng((t.seed, 1)), self.model_config.n_bits)
         return self.model.init(rng, jnp.asarray(x))
 
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -89,16 +92,8 @@ class ImageTask(Task):
 
     def batches(self, position: int) -> ImageLoader:
         t = self.train
-        n_proc = jax.process_count()
-        return ImageLoader(
-            self.train_set,
-            t.batch_size // n_proc,
-            t.seed,
-            self.model_config.n_bits,
-            jax.process_index(),
-            n_proc,
-            position,
-        )
+        local = t.batch_size // jax.process_count()
+        return ImageLoader(self.train_set, local, t.seed, self.model_config.n_bits, jax.process_index(), position)
 
     def evaluate(self, params: Any, step: int, writer: Writer, log: Callable) -> tuple[dict, float]:
         e = self.eval
