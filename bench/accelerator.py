@@ -1,7 +1,10 @@
-"""One-shot accelerator benchmark: synthesis and training of the paper's NanoFlow on whatever device JAX
-has, for a machine lent for minutes (bare: jax, flax, optax, numpy; nothing else is imported).
+"""Speed of synthesis and training of the paper's NanoFlow on whatever device JAX has: the one-shot suite
+for a machine lent for minutes (bare: jax, flax, optax, numpy; nothing else is imported), and on a CPU the
+rows beside the official code.
 
-    python bench/accelerator.py --out DIR [--budget-s 480] [--smoke]
+    python -m bench.accelerator --out DIR [--budget-s 480] [--smoke]
+    python -m bench.accelerator --out DIR --only synth --dtypes float32,bfloat16,float16 --batches 1 --frames 172
+    python -m bench.accelerator --out DIR --only train --dtypes float32 --batches 2 --segment 16000 --remats no
 
 Prints the jax / jaxlib versions, the device kind and the XLA flags first, then runs each case and
 appends one JSON object per case to DIR/accelerator.jsonl the moment it ends (a run that is killed keeps
@@ -14,9 +17,10 @@ what it finished), and writes DIR/accelerator.md, a table, at the end.
 - train rows: the trainer's step (mel on the device, forward, backward, Adam, non-finite skip; float16
   adds loss scaling) on 16,000-sample crops, per policy x batch x remat: step time, samples/s, and MFU =
   model FLOPs per step / step time / the device's peak for that precision (a small table by device kind;
-  an unknown kind gives null). Model FLOPs = 3 x the forward count (2 x K x L x (20 C^2 + 160 C) per
-  sample: 44.6 MFLOP for the paper's model); XLA's cost analysis is in the row too (`flops_xla`), but it
-  counts the body of a loop once, so it misses the flow scan's K-fold.
+  an unknown kind gives null), and XLA's estimate of the step's temporary buffers (`xla_temp_bytes`).
+  Model FLOPs = 3 x the forward count (`common.forward_flops_per_sample`); XLA's cost analysis is in the
+  row too (`flops_xla`), but it counts the body of a loop once, so it misses the flow scan's K-fold.
+- --dtypes / --batches / --frames / --segment / --remats / --repeats replace the suite's lists (CPU sittings).
 - every case is its own try/except (an out-of-memory is a row with its error); a case that would not end
   within --budget-s (judged from the cases before it) is a row saying it was skipped.
 - --smoke: tiny shapes, minutes on a CPU (tests/test_bench.py runs it).
@@ -27,22 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def forward_flops_per_sample(cfg) -> float:
-    """One forward pass per audio sample: 20 C^2 + 160 C multiply-adds per layer and flow (the official
-    estimator's layers; 44.6 MFLOP for C=128, L=8, K=8)."""
-    return 2.0 * cfg.n_flows * cfg.n_layers * (20 * cfg.channels**2 + 2 * cfg.cond_channels * cfg.channels)
-
+from bench.common import (
+    forward_flops_per_sample,
+    median,
+    paper_model,
+    snr_db,
+    synthesis_program,
+    timed,
+    train_program,
+    working_params,
+)
 
 # dense peak FLOP/s by device kind and policy (vendor data sheets; SXM parts, no sparsity)
 PEAK_TFLOPS = {
@@ -53,7 +57,7 @@ PEAK_TFLOPS = {
     "Tesla V100-SXM2-16GB": {"float32": 15.7, "tensorfloat32": 15.7, "bfloat16": None, "float16": 125.0},
 }
 FULL = dict(
-    model=dict(n_flows=8, n_layers=8, channels=128, n_groups=16, embed_dim=512),
+    model=dict(),  # the paper's
     synth=dict(dtypes=("float32", "tensorfloat32", "bfloat16", "float16"), batches=(1, 8, 32), frames=(172, 688)),
     train=dict(dtypes=("float32", "bfloat16"), batches=(8, 32), remats=(False, True), segment=16000),
     repeats=5,
@@ -71,52 +75,23 @@ def device_memory() -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def timed(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def snr_db(ref: np.ndarray, out: np.ndarray) -> float | None:
-    err = float(np.sum((out - ref) ** 2))
-    return None if err == 0 else 10 * float(np.log10(np.sum(ref**2) / err))
-
-
 def synth_cases(spec: dict, model_cfg, emit, guard):
-    from nanoflow_jax.models import AudioFlow
-    from nanoflow_jax.models.audio_params import inference_params, init_params
-    from nanoflow_jax.synth.fast import output_length, synthesis_fn
-
-    model = AudioFlow(model_cfg)
-    params = init_params(model, jax.random.PRNGKey(0))
-    heads = params["params"]["proj_heads"]  # near zero at init: give every flow real work
-    heads["kernel"] = 0.05 * jax.random.normal(jax.random.PRNGKey(1), heads["kernel"].shape)
-    heads["bias"] = 0.05 * jax.random.normal(jax.random.PRNGKey(2), heads["bias"].shape)
-    params = inference_params(model, params)
+    params = working_params(model_cfg)
     for frames in spec["synth"]["frames"]:
         for batch in spec["synth"]["batches"]:
-            t = output_length(frames, model_cfg)
-            mel = jax.random.normal(jax.random.PRNGKey(3), (batch, model_cfg.cond_channels, frames)) - 5.0
-            z = jax.random.normal(jax.random.PRNGKey(4), (batch, t))
             ref = None
             for dtype in spec["synth"]["dtypes"]:
                 row = dict(case="synth", dtype=dtype, batch=batch, frames=frames)
                 if not guard(row, work=batch * frames):
                     continue
                 try:
-                    t0 = time.perf_counter()
-                    fn = synthesis_fn(model_cfg, dtype).lower(params, mel, z).compile()
-                    compile_s = time.perf_counter() - t0
-                    out = np.asarray(fn(params, mel, z))
-                    seconds = timed(fn, (params, mel, z), spec["repeats"])
+                    run, info = synthesis_program(model_cfg, params, batch, frames, dtype)
+                    times, out = timed(run, spec["repeats"])
+                    out = np.asarray(out)
                     ref = out if dtype == "float32" else ref
                     row.update(
-                        khz=batch * t / seconds / 1e3,
-                        compile_s=compile_s,
+                        khz=info["samples"] / median(times) / 1e3,
+                        compile_s=info["compile_s"],
                         peak_bytes=device_memory(),
                         snr_db=None if ref is None or dtype == "float32" else snr_db(ref, out),
                         finite=bool(np.all(np.isfinite(out))),
@@ -127,16 +102,8 @@ def synth_cases(spec: dict, model_cfg, emit, guard):
 
 
 def train_cases(spec: dict, model_cfg, emit, guard):
-    from nanoflow_jax.audio.mel import MelConfig
-    from nanoflow_jax.models import AudioFlow
-    from nanoflow_jax.models.audio_params import init_params
-    from nanoflow_jax.train.audio_eval import audio_nll
-    from nanoflow_jax.train.optimizers import adam_halving
-    from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
-
     segment = spec["train"]["segment"]
     kind = jax.devices()[0].device_kind
-    mesh = make_mesh()
     for dtype in spec["train"]["dtypes"]:
         for remat in spec["train"]["remats"]:
             for batch in spec["train"]["batches"]:
@@ -144,32 +111,14 @@ def train_cases(spec: dict, model_cfg, emit, guard):
                 if not guard(row, work=batch * segment * (1.3 if remat else 1.0)):
                     continue
                 try:
-                    model = AudioFlow(model_cfg, remat=remat, dtype=dtype)
-                    tx, schedule = adam_halving(1e-3, 200_000, 0.5, 5.0)  # the official recipe
-                    step = make_train_step(
-                        audio_nll(model, MelConfig()), tx, schedule, mesh, dynamic_scale=dtype == "float16"
-                    )
-                    scale = 2.0**15 if dtype == "float16" else 1.0
-                    state = replicate(
-                        init_state(init_params(model, jax.random.PRNGKey(0)), tx, jax.random.PRNGKey(1), scale), mesh
-                    )
-                    audio = 0.1 * np.random.default_rng(0).standard_normal((batch, segment)).astype(np.float32)
-                    x = global_batch(audio, mesh)
-                    t0 = time.perf_counter()
-                    compiled = step.lower(state, x).compile()
-                    compile_s = time.perf_counter() - t0
+                    run, info = train_program(model_cfg, dtype, batch, segment, remat)
+                    compiled = info["compiled"]
                     cost = compiled.cost_analysis()
                     cost = cost[0] if isinstance(cost, list) else cost
+                    memory = compiled.memory_analysis()
                     flops = 3 * forward_flops_per_sample(model_cfg) * batch * segment
-                    state, m = compiled(state, x)  # warm-up
-                    jax.block_until_ready(m)
-                    times = []
-                    for _ in range(spec["repeats"]):
-                        t1 = time.perf_counter()
-                        state, m = compiled(state, x)
-                        jax.block_until_ready(m)
-                        times.append(time.perf_counter() - t1)
-                    step_s = statistics.median(times)
+                    times, metrics = timed(run, spec["repeats"])
+                    step_s = median(times)
                     peak = (PEAK_TFLOPS.get(kind) or {}).get(dtype)
                     row.update(
                         step_s=step_s,
@@ -178,9 +127,10 @@ def train_cases(spec: dict, model_cfg, emit, guard):
                         flops=flops,
                         flops_source="3x_forward",
                         flops_xla=(cost or {}).get("flops"),
-                        compile_s=compile_s,
+                        compile_s=info["compile_s"],
                         peak_bytes=device_memory(),
-                        loss=float(m["loss"]),
+                        xla_temp_bytes=memory.temp_size_in_bytes if memory else None,
+                        loss=float(metrics["loss"]),
                     )
                 except Exception as e:
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
@@ -198,7 +148,10 @@ def write_table(rows: list[dict], path: str) -> None:
     lines = []
     for case, cols in (
         ("synth", ("dtype", "batch", "frames", "khz", "compile_s", "peak_bytes", "snr_db")),
-        ("train", ("dtype", "batch", "remat", "step_s", "samples_per_s", "mfu", "compile_s", "peak_bytes")),
+        (
+            "train",
+            ("dtype", "batch", "remat", "step_s", "samples_per_s", "mfu", "compile_s", "peak_bytes", "xla_temp_bytes"),
+        ),
     ):
         chosen = [r for r in rows if r["case"] == case]
         if not chosen:
@@ -212,18 +165,41 @@ def write_table(rows: list[dict], path: str) -> None:
         f.write("\n".join(lines))
 
 
+def with_overrides(spec: dict, args: argparse.Namespace) -> dict:
+    """The suite's lists, with those the command line gives replaced."""
+    spec = {k: dict(v) if isinstance(v, dict) else v for k, v in spec.items()}
+    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    if args.dtypes:
+        spec["synth"]["dtypes"] = spec["train"]["dtypes"] = tuple(args.dtypes.split(","))
+    if args.batches:
+        spec["synth"]["batches"] = spec["train"]["batches"] = ints(args.batches)
+    if args.frames:
+        spec["synth"]["frames"] = ints(args.frames)
+    if args.segment:
+        spec["train"]["segment"] = args.segment
+    if args.remats:
+        spec["train"]["remats"] = tuple(v == "yes" for v in args.remats.split(","))
+    if args.repeats:
+        spec["repeats"] = args.repeats
+    return spec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for accelerator.jsonl and accelerator.md")
     ap.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget of the whole run")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, for a CPU check")
     ap.add_argument("--only", choices=("synth", "train"), default=None)
+    ap.add_argument("--dtypes", default=None, help="comma-separated precision policies (both cases)")
+    ap.add_argument("--batches", default=None, help="comma-separated batch sizes (both cases)")
+    ap.add_argument("--frames", default=None, help="comma-separated mel lengths (synth)")
+    ap.add_argument("--segment", type=int, default=None, help="crop samples (train)")
+    ap.add_argument("--remats", default=None, help="comma-separated yes / no (train)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (the median is kept)")
     args = ap.parse_args()
     start = time.perf_counter()
-    spec = SMOKE if args.smoke else FULL
+    spec = with_overrides(SMOKE if args.smoke else FULL, args)
     import jaxlib
-
-    from nanoflow_jax.models import ModelConfig
 
     dev = jax.devices()[0]
     print(
@@ -259,7 +235,7 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
-    model_cfg = ModelConfig(**spec["model"])
+    model_cfg = paper_model(**spec["model"])
     for name, cases in (("synth", synth_cases), ("train", train_cases)):
         if args.only in (None, name):
             try:

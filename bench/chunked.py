@@ -1,8 +1,8 @@
 """Chunked long-form synthesis: error against whole-utterance synthesis per overlap, time to the first
 chunk, and peak memory against utterance length.
 
-    python bench/chunked.py snr [--minutes 1] [--overlaps 0,4,8,16,32,56] [--chunk 512]
-    python bench/chunked.py memory --minutes 10 [--mode chunked|whole]   # one process per figure
+    python -m bench.chunked snr [--minutes 1] [--overlaps 0,4,8,16,32,56] [--chunk 512]
+    python -m bench.chunked memory --minutes 10 [--mode chunked|whole]   # one process per figure
 
 The model is the shipped voice (nanoflow_jax/voices), on a real speech mel: the bundled demo corpus'
 sentences, each through our mel, joined end to end up to `--minutes`. Temperature 0.8, seed 0: the chunks
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 
 
 def speech_mel(minutes: float, mel_cfg) -> object:

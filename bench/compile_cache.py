@@ -1,7 +1,7 @@
 """What the persistent compilation cache saves: the same short train.py run twice, the first with an empty
 cache, the second reading it (each in a fresh workdir, so nothing else is reused).
 
-    python bench/compile_cache.py [--config configs/demo.py] [--steps 2]
+    python -m bench.compile_cache [--config configs/demo.py] [--steps 2]
 
 Prints the wall time of both runs and the number of programs the cache holds.
 """

@@ -1,6 +1,6 @@
 """Compile time and program size of NanoFlow (C=128, L=8, G=16, D=512) for K = 4, 8, 16, 32 flows.
 
-    python bench/compile_vs_k.py [--ks 4,8,16,32] [--repeats 3]
+    python -m bench.compile_vs_k [--ks 4,8,16,32] [--repeats 3]
 
 The flow steps run under nn.scan, so the program should not grow with K. For each K this lowers and
 compiles the loss and its gradient (a training step's work) on abstract inputs (batch 1 x 16,000 samples),
@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import nanoflow_jax as nf  # noqa: E402
+import nanoflow_jax as nf
+from bench.common import paper_model
 
 
 def measure(k: int, repeats: int, mode: str) -> dict:
-    cfg = nf.ModelConfig(variant="nanoflow", n_flows=k, n_layers=8, channels=128, n_groups=16, embed_dim=512)
+    cfg = paper_model(n_flows=k)
     model = nf.build_model(cfg)
     params = jax.eval_shape(lambda: nf.init_params(model, jax.random.PRNGKey(0)))
     audio = jax.ShapeDtypeStruct((1, 16000), jnp.float32)

@@ -2,7 +2,7 @@
 before bucketing) against one per padded shape (bucketed and masked), and the time each takes, on the
 bundled demo corpus.
 
-    python bench/eval_compiles.py [--utterances 16]
+    python -m bench.eval_compiles [--utterances 16]
 
 The demo's small NanoFlow (configs/demo.py) with random weights; the first `utterances` test files
 (test_fraction raised so that there are enough). Both evaluations compile from scratch (JAX's caches are
@@ -12,11 +12,7 @@ cleared, no persistent cache); both give the same NLL.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """Input-pipeline throughput: can the host feed an accelerator?
 
-    python bench/loader.py [--data demo] [--batch 32] [--segment 16000] [--seconds 10] [--accelerator DIR]
+    python -m bench.loader [--data demo] [--batch 32] [--segment 16000] [--seconds 10] [--accelerator DIR]
 
 Measures this host's training batches per second three ways, each for `--seconds` after one warm-up
 batch: the corpus in memory (int16, cropped), the corpus decoded per crop by 1 and by 2 worker threads
 (data.max_memory_gb=0), and the in-memory batches through `device_batches` (the trainer's prefetcher,
 which also puts each batch on the device). It prints samples/s against what one batch-32 step of the
-paper's NanoFlow consumes on an H200: from the train rows of a bench/accelerator.py run (--accelerator
+paper's NanoFlow consumes on an H200: from the train rows of a `python -m bench.accelerator` run (--accelerator
 DIR) when given, else estimated at 40% MFU (3 x 44.6 MFLOP per sample, 989 TFLOP/s bf16 peak).
 """
 
@@ -16,10 +16,7 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def rate(loader, seconds: float, batch: int, segment: int, close: bool = True) -> float:
@@ -49,7 +46,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--segment", type=int, default=16000)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--accelerator", default=None, help="a bench/accelerator.py output folder")
+    ap.add_argument("--accelerator", default=None, help="a bench.accelerator output folder")
     args = ap.parse_args()
 
     import jax

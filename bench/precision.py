@@ -1,7 +1,7 @@
 """Reduced precision against float32 on the official small NanoFlow (tests/data, trained-like heads):
 loss difference and gradient relative L2 error of one batch, per precision policy.
 
-    python bench/precision.py
+    python -m bench.precision
 
 float16 gradients are computed with a loss scale of 2**12 (as the trainer's dynamic scaling would), then
 unscaled.
@@ -10,15 +10,13 @@ unscaled.
 from __future__ import annotations
 
 import os
-import sys
+
+import jax
+import numpy as np
+
+import nanoflow_jax as nf
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-import nanoflow_jax as nf  # noqa: E402
 
 
 def main() -> None:

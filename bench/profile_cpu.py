@@ -1,12 +1,12 @@
 """Where the CPU time goes: XLA's own per-op timing of synthesis and of the training step, against the
 matmul roofline of this CPU.
 
-    python bench/profile_cpu.py roofline
-    python bench/profile_cpu.py synth [--frames 172] [--dtype float32]
-    python bench/profile_cpu.py train [--dtype float32] [--batch 2] [--seg 16000]
+    python -m bench.profile_cpu roofline
+    python -m bench.profile_cpu synth [--frames 172] [--dtype float32]
+    python -m bench.profile_cpu train [--dtype float32] [--batch 2] [--seg 16000]
 
-The model is the paper's NanoFlow (configs/wave_g16.py). Each program is AOT-compiled, warmed up, timed
-`--repeats` times (median, each blocked on), then run once more under `jax.profiler.trace`: the CPU
+The model is the paper's NanoFlow and the programs are `bench.common`'s. Each is AOT-compiled, warmed
+up, timed `--repeats` times (median, each blocked on), then run once more under `jax.profiler.trace`: the CPU
 runtime records every thunk (one HLO instruction or fusion) it executes. Each thunk is put in a class
 read off the optimised HLO (matmul, convolution, elementwise, data movement) and the matmul / convolution
 FLOPs are counted from the HLO shapes, so the report gives the time share of each class, the achieved
@@ -23,13 +23,12 @@ import json
 import math
 import os
 import re
-import statistics
-import sys
 import tempfile
 import time
 
+from bench.common import median, paper_model, synthesis_program, timed, train_program, working_params
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 
 MOVES = {
     "copy", "concatenate", "slice", "dynamic-slice", "dynamic-update-slice", "pad", "transpose", "bitcast",
@@ -122,19 +121,14 @@ def trace_ops(run, log_dir: str) -> tuple[dict[str, list[float]], float, float]:
     return ops, wall, covered * 1e-6
 
 
-def profile(compiled, args: tuple, repeats: int, roof_gflops: float | None) -> dict:
-    """Time `compiled(*args)` (median of `repeats` after a warm-up), then profile one run."""
+def profile(run, hlo_text: str, repeats: int, roof_gflops: float | None) -> dict:
+    """Time `run()` (median of `repeats` after a warm-up), then profile one run."""
     import jax
 
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    instrs, comps = parse_hlo(compiled.as_text())
+    times, _ = timed(run, repeats)
+    instrs, comps = parse_hlo(hlo_text)
     with tempfile.TemporaryDirectory() as tmp:
-        ops, traced_wall, covered = trace_ops(lambda: jax.block_until_ready(compiled(*args)), tmp)
+        ops, traced_wall, covered = trace_ops(lambda: jax.block_until_ready(run()), tmp)
     by_class = collections.defaultdict(lambda: {"s": 0.0, "count": 0, "flops": 0.0})
     rows = []
     for name, durs in ops.items():
@@ -152,7 +146,7 @@ def profile(compiled, args: tuple, repeats: int, roof_gflops: float | None) -> d
     busy = sum(c["s"] for c in by_class.values())
     fusions = sum(1 for n, v in instrs.items() if v[0] == "fusion" and v[4] and not v[4].startswith("fused"))
     report = {
-        "median_s": statistics.median(times),
+        "median_s": median(times),
         "thunk_s": busy,
         "traced_wall_s": traced_wall,
         "some_thunk_running_s": covered,
@@ -191,62 +185,11 @@ def roofline(sizes=(1024, 2048, 4096), repeats: int = 5) -> dict:
             b = jax.random.normal(jax.random.PRNGKey(1), (n, n)).astype(dtype)
             f = jax.jit(lambda x, y, p=prec: jnp.matmul(x, y, precision=p, preferred_element_type=jnp.float32))
             f = f.lower(a, b).compile()
-            jax.block_until_ready(f(a, b))
-            ts = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                jax.block_until_ready(f(a, b))
-                ts.append(time.perf_counter() - t0)
-            res[n] = 2 * n**3 / statistics.median(ts) / 1e9
+            ts, _ = timed(lambda f=f, a=a, b=b: f(a, b), repeats)
+            res[n] = 2 * n**3 / median(ts) / 1e9
         out[dtype] = res
         out[dtype + "_best"] = max(res.values())
     return out
-
-
-def synth_program(frames: int, dtype: str):
-    import jax
-
-    import nanoflow_jax as nf
-    from configs import wave_g16
-    from nanoflow_jax.synth.fast import cache_cond_fits, output_length, synthesis_fn
-
-    cfg = nf.ModelConfig(**wave_g16.get_config().model.to_dict())
-    model = nf.build_model(cfg)
-    params = nf.inference_params(model, nf.init_params(model, jax.random.PRNGKey(0)))
-    t = output_length(frames, cfg)
-    mel = jax.random.normal(jax.random.PRNGKey(2), (1, cfg.cond_channels, frames)) - 5.0
-    z = jax.random.normal(jax.random.PRNGKey(3), (1, t))
-    fn = synthesis_fn(cfg, dtype, False, cache_cond_fits(cfg, 1, t)).lower(params, mel, z).compile()
-    return fn, (params, mel, z), {"samples": t}
-
-
-def train_program(dtype: str, batch: int, seg: int):
-    import jax
-    import numpy as np
-
-    from configs import wave_g16
-    from nanoflow_jax.train.run import task_from_config
-    from nanoflow_jax.train.step import global_batch, make_mesh, replicate
-    from nanoflow_jax.train.trainer import build_step, initial_state
-
-    cfg = wave_g16.get_config()
-    cfg.train.compute_dtype = dtype
-    task = task_from_config(cfg)
-    mesh = make_mesh()
-    tx, _, step = build_step(task, mesh)
-    state = replicate(initial_state(task, tx, jax.random.PRNGKey(0)), mesh)
-    audio = 0.1 * np.random.default_rng(0).standard_normal((batch, seg)).astype(np.float32)
-    data = global_batch(audio, mesh)
-    compiled = step.lower(state, data).compile()
-    # the step donates its state: feed each run the state the previous one returned
-    holder = [state]
-
-    def run_step(_state, batch):
-        holder[0], metrics = compiled(holder[0], batch)
-        return metrics
-
-    run_step.as_text = compiled.as_text
-    return run_step, (None, data), {"samples": batch * seg}
 
 
 def main() -> None:
@@ -272,12 +215,14 @@ def main() -> None:
         roof = args.roofline_gflops
         if roof is None:
             roof = roofline(sizes=(2048,))[args.dtype + "_best" if args.dtype == "bfloat16" else "float32_best"]
+        cfg = paper_model()
         if args.program == "synth":
-            fn, fargs, info = synth_program(args.frames, args.dtype)
+            run, info = synthesis_program(cfg, working_params(cfg), 1, args.frames, args.dtype)
         else:
-            fn, fargs, info = train_program(args.dtype, args.batch, args.seg)
+            run, info = train_program(cfg, args.dtype, args.batch, args.seg)
+        compiled = info.pop("compiled")
         report = dict(program=args.program, dtype=args.dtype, roofline_gflops=roof, **info)
-        report.update(profile(fn, fargs, args.repeats, roof))
+        report.update(profile(run, compiled.as_text(), args.repeats, roof))
         print(
             f"{args.program} {args.dtype}: {report['median_s']:.3f} s median "
             f"({info['samples'] / report['median_s'] / 1e3:.2f} kHz); profiled run {report['traced_wall_s']:.3f} s, "

@@ -1,7 +1,7 @@
 """The speech voice's learning curve: test LL and copy-synthesis quality of saved checkpoints against
 steps, with Griffin-Lim from the same mels beside them (measured once; it does not train).
 
-    python bench/speech_curve.py --workdir runs/speech [--steps 250,500,...] [--per_speaker 2] \
+    python -m bench.speech_curve --workdir runs/speech [--steps 250,500,...] [--per_speaker 2] \
         [--temperature 0.8] --out bench/speech_curve.json --plot bench/speech_curve.png
 
 Each checkpoint is evaluated on the same held-out prompts (the run's per-speaker test split, the first
@@ -14,10 +14,7 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 PANELS = (
     ("ll", "test LL (nats / sample)"),

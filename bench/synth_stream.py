@@ -1,7 +1,7 @@
 """Synthesis of a stream of mels of different lengths, as a server sees them: how much of the time goes
 to compiling. Uses only the public API (`nf.synthesize`), so it runs on any version of the package.
 
-    python bench/synth_stream.py [--count 12] [--min-frames 64] [--max-frames 128] [--dtype bfloat16]
+    python -m bench.synth_stream [--count 12] [--min-frames 64] [--max-frames 128] [--dtype bfloat16]
 
 The paper's NanoFlow (C=128 K=8 L=8 G=16, random weights); `count` mels with lengths drawn uniformly from
 [min, max) frames, synthesised one at a time, twice: the first pass includes every compilation the
@@ -12,11 +12,7 @@ program shapes the first pass needed (one per length, or one per bucket).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def main() -> None:
@@ -37,22 +33,16 @@ def main() -> None:
     import numpy as np
 
     import nanoflow_jax as nf
+    from bench.common import median, paper_model, timed
 
-    model = nf.build_model(nf.ModelConfig(variant="nanoflow", n_flows=8, n_layers=8, channels=128, n_groups=16))
+    model = nf.build_model(paper_model())
     params = nf.inference_params(model, nf.init_params(model, jax.random.PRNGKey(0)))
     rng = np.random.default_rng(0)
     if args.padding:
-        import statistics
-
         mel = rng.standard_normal((80, args.min_frames)).astype(np.float32) - 5.0
         for padded in (int(f) for f in args.padding.split(",")):
-            nf.synthesize(model, params, mel, dtype=args.dtype, bucket_frames=padded)
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                nf.synthesize(model, params, mel, dtype=args.dtype, bucket_frames=padded)
-                times.append(time.perf_counter() - t0)
-            print(f"{args.min_frames} frames padded to {padded}: {statistics.median(times):.2f} s", flush=True)
+            times, _ = timed(lambda p=padded: nf.synthesize(model, params, mel, dtype=args.dtype, bucket_frames=p), 3)
+            print(f"{args.min_frames} frames padded to {padded}: {median(times):.2f} s", flush=True)
         return
     frames = rng.integers(args.min_frames, args.max_frames, args.count)
     mels = [rng.standard_normal((80, int(f))).astype(np.float32) - 5.0 for f in frames]

@@ -4,7 +4,7 @@ it, ru; about two hours), resampled to 22.05 kHz, with the Tacotron2 mel TTS fro
     python tools/make_speech_corpus.py --out data/asterisk
     python train.py --config=configs/speech.py --workdir=runs/speech [--config.train.max_minutes=70]
 
-The model is the largest that a CPU hour trains usefully, chosen with bench/speech_sizing.py (figures in
+The model is the largest that a CPU hour trains usefully, chosen with `python -m bench.speech_sizing` (figures in
 bench/RESULTS.md): NanoFlow C=32, L=6 layers, K=4 flows, G=8 rows, D=64, 182,836 parameters, batch
 4 x 8192 samples, float32. 10% of each speaker's prompts (by name) are held out; five of them are scored
 with the quality metrics at each evaluation. Rerunning the command continues the run. The corpus is

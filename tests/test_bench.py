@@ -17,8 +17,8 @@ ABSENT_THERE = ("ml_collections", "tensorboardX", "soundfile", "PIL", "matplotli
 @pytest.mark.slow
 def test_accelerator_smoke(tmp_path):
     probe = (
-        "import runpy, sys; sys.argv = ['bench/accelerator.py', '--smoke', '--out', sys.argv[1]]; "
-        "runpy.run_path('bench/accelerator.py', run_name='__main__'); "
+        "import runpy, sys; sys.argv = ['bench.accelerator', '--smoke', '--out', sys.argv[1]]; "
+        "runpy.run_module('bench.accelerator', run_name='__main__', alter_sys=True); "
         "print('MODULES', sorted({m.split('.')[0] for m in sys.modules}))"
     )
     env = dict(os.environ, XLA_FLAGS="")
@@ -44,7 +44,8 @@ def test_accelerator_budget_skips_what_would_not_fit(tmp_path):
     env = dict(os.environ, XLA_FLAGS="")
     cmd = [
         sys.executable,
-        "bench/accelerator.py",
+        "-m",
+        "bench.accelerator",
         "--smoke",
         "--only",
         "synth",
@@ -58,3 +59,25 @@ def test_accelerator_budget_skips_what_would_not_fit(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "accelerator.jsonl")]
     assert len(rows) == 4 and all("skipped" in r and "khz" not in r for r in rows), rows
     assert "would take" in open(tmp_path / "accelerator.md").read()
+
+
+def test_paper_model_is_the_configs():
+    """The benchmarks' model is configs/wave_g16.py's, not one typed in beside it."""
+    from bench.common import paper_model
+    from configs import wave_g16
+    from nanoflow_jax.models import model_config
+
+    assert paper_model() == model_config(wave_g16.get_config().model)
+    assert paper_model(n_flows=4) == model_config({**wave_g16.get_config().model.to_dict(), "n_flows": 4})
+
+
+def test_bench_scripts_share_one_module():
+    """No benchmark edits sys.path or writes its own timing loop: they run as `python -m bench.NAME` and
+    time with `bench.common.timed`."""
+    names = [n for n in os.listdir(os.path.join(ROOT, "bench")) if n.endswith(".py") and n != "common.py"]
+    for name in names:
+        text = open(os.path.join(ROOT, "bench", name)).read()
+        assert "sys.path" not in text, name
+        assert "python bench/" not in text, name
+        # the profiled run and a throughput loop over seconds are not repeat timings
+        assert text.count("block_until_ready") <= {"profile_cpu.py": 1, "loader.py": 1}.get(name, 0), name

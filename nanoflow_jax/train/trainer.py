@@ -124,7 +124,7 @@ class Task:
         raise NotImplementedError
 
 
-# -- set-up shared by the trainer and bench/train_step.py ---------------------------------------------------
+# -- set-up of the trainer's step and state ------------------------------------------------------------------
 def build_step(task: Task, mesh: jax.sharding.Mesh) -> tuple[optax.GradientTransformation, Callable, Callable]:
     """(optimiser, schedule, jitted step) of a task: the same step the trainer runs."""
     t = task.train
