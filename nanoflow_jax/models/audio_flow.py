@@ -36,7 +36,8 @@ _SCAN = dict(variable_broadcast="params", split_rngs={"params": False})
 class AudioFlow(nn.Module):
     """Options beyond the architecture:
     remat: recompute each flow step's activations in the backward pass (jax.checkpoint), keeping only
-        its input (remat per estimator layer on top measured 1.3x slower for 7% less memory on CPU).
+        its input (remat per estimator layer on top costs more time than it saves memory on CPU:
+        bench/RESULTS.md).
     dtype: the precision policy of the estimator's matmuls and convolutions (`models.precision`): a
         name ("float32", "tensorfloat32", "bfloat16", "float16") or jnp.float32 / bfloat16 / float16;
         params, activations, coupling and log-det stay float32."""
@@ -188,7 +189,7 @@ class AudioFlow(nn.Module):
 
     def _conditioning(self, mel: Array, length: int, valid_frames: Array | None = None) -> tuple[Array | None, Array]:
         """(shared layers' conditioning term, conditioner output), in row order: computed once for all
-        flows (recomputing it inside each remat step measured slower and no smaller on CPU)."""
+        flows (recomputing it inside each remat step is slower and no smaller on CPU: bench/RESULTS.md)."""
         c = self.condition(mel, length, valid_frames)
         return (self.estimator.condition(c) if self.config.n_shared else None), c
 

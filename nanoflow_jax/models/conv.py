@@ -5,9 +5,9 @@ when the program is lowered (`platform.on_platform`).
   (cuDNN's own input- and weight-gradient convolutions): JAX's transposes in float32, and the same
   convolutions with narrow operands under reduced precision.
 - CPU: a width dilation d becomes d interleaved phases moved to the batch axis (XLA's CPU convolution is
-  ~2x slower dilated), and the gradient is written out: the input gradient as a forward-style convolution,
-  the kernel gradient as one matmul per tap (XLA's CPU backend runs the derived convolutions 20-60x slower
-  inside the flow scan).
+  slower dilated), and the gradient is written out: the input gradient as a forward-style convolution,
+  the kernel gradient as one matmul per tap (XLA's CPU backend runs the derived convolutions far slower
+  inside the flow scan). Figures: bench/RESULTS.md.
 
 The convolution is a `jax.custom_vjp`, so it has reverse mode only; `autodiff_convs()` switches to the
 plain differentiable form for forward-mode checks (jax.jacfwd in the tests).

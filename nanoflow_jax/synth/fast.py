@@ -121,8 +121,8 @@ def _inverse(
 
 
 def default_row_unroll(cfg: ModelConfig) -> tuple[int, int]:
-    """(CPU, accelerators) rows per iteration of the row scan. CPU: 1 (measured on the project's 2-core
-    CPU, bench/RESULTS.md: unrolling only grows the program there). GPU / TPU: every row, so a flow is one
+    """(CPU, accelerators) rows per iteration of the row scan. CPU: 1 (unrolling only grows the program
+    there: bench/RESULTS.md). GPU / TPU: every row, so a flow is one
     straight run of kernels: each loop iteration costs a launch sequence and a trip of the loop predicate
     to the host."""
     return 1, cfg.n_groups
