@@ -15,8 +15,8 @@ import pytest
 
 import nanoflow_jax as nf
 from nanoflow_jax.data.images import ImageLoader, load_cifar10
+from nanoflow_jax.flows import SIGMOID_AFFINE
 from nanoflow_jax.flows import image as F
-from nanoflow_jax.flows.coupling import SIGMOID_AFFINE
 from nanoflow_jax.models import GlowConfig, ImageFlow
 from nanoflow_jax.models.conv import autodiff_convs
 from nanoflow_jax.models.glow_step import GlowStep

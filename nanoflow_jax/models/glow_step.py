@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nanoflow_jax.flows import SIGMOID_AFFINE
 from nanoflow_jax.flows import image as F
-from nanoflow_jax.flows.coupling import SIGMOID_AFFINE
 from nanoflow_jax.models.glow_estimators import ActNorm, ConvStack, ZeroConv, zero_conv
 from nanoflow_jax.models.image_config import CONV_STACKS, GlowConfig
 

@@ -71,16 +71,15 @@ class ImageTask(Task):
                 f"images are {self.train_set.shape[1:]}, the model expects {cfg.image_size}px with {cfg.channels} "
                 "channels (model.image_size, model.channels)"
             )
-        # every host initialises from the same images (so the same params), then keeps its share
-        t = self.train
-        order = np.random.default_rng(t.seed).permutation(len(self.train_set))[: t.init_batch_size]
-        self.init_images = self.train_set[order]
-        self.train_set = host_shard(self.train_set, jax.process_index(), jax.process_count(), "training images")
+        # fewer images than hosts fails here, before the model is built (the loader takes the share)
+        host_shard(self.train_set, jax.process_index(), jax.process_count(), "training images")
 
     def init_variables(self, rng: jax.Array) -> Any:
-        """Every ActNorm initialised from a seeded draw of the training images (dequantised)."""
+        """Every ActNorm initialised from a seeded draw of all training images (dequantised): the same on
+        every host, so the same params."""
         t = self.train
-        x = dequantize_np(self.init_images, np.random.default_rng((t.seed, 1)), self.model_config.n_bits)
+        order = np.random.default_rng(t.seed).permutation(len(self.train_set))[: t.init_batch_size]
+        x = dequantize_np(self.train_set[order], np.random.default_rng((t.seed, 1)), self.model_config.n_bits)
         return self.model.init(rng, jnp.asarray(x))
 
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -92,8 +91,9 @@ class ImageTask(Task):
 
     def batches(self, position: int) -> ImageLoader:
         t = self.train
+        mine = host_shard(self.train_set, jax.process_index(), jax.process_count(), "training images")
         local = t.batch_size // jax.process_count()
-        return ImageLoader(self.train_set, local, t.seed, self.model_config.n_bits, jax.process_index(), position)
+        return ImageLoader(mine, local, t.seed, self.model_config.n_bits, jax.process_index(), position)
 
     def evaluate(self, params: Any, step: int, writer: Writer, log: Callable) -> tuple[dict, float]:
         e = self.eval
