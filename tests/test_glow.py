@@ -19,7 +19,7 @@ from nanoflow_jax.flows import SIGMOID_AFFINE
 from nanoflow_jax.flows import image as F
 from nanoflow_jax.models import GlowConfig, ImageFlow
 from nanoflow_jax.models.conv import autodiff_convs
-from nanoflow_jax.models.glow_step import GlowStep
+from nanoflow_jax.models.glow_step import GlowStep, estimator_stack
 from nanoflow_jax.models.image_config import IMAGE_VARIANTS
 
 SIZE = 8
@@ -156,6 +156,14 @@ def test_actnorm_init_normalises_its_batch():
         y, _ = step_model.apply(step, z, method=lambda m, z: m.actnorm(z))
         np.testing.assert_allclose(np.mean(y, axis=(0, 1, 2)), 0.0, atol=1e-5)
         np.testing.assert_allclose(np.std(y, axis=(0, 1, 2)), 1.0, atol=1e-4)
+        # the shared estimator's first ActNorm is set by the level's first step alone
+        mixed = step_model.apply(step, z, method=lambda m, z: m.invconv(m.actnorm(z)[0])[0])
+        inp, gates = step_model.apply(step, mixed[..., : mixed.shape[-1] // 2], method="estimator_input")
+        stack = estimator_stack(model.config, jnp.float32)
+        _, seen = stack.apply({"params": level["shared"]["estimator"]}, inp, gates, capture_intermediates=True)
+        normed = seen["intermediates"]["ActNorm_0"]["__call__"][0][0]
+        spread = np.std(normed, axis=(0, 1, 2))
+        assert np.allclose(spread, 1.0, atol=1e-4) == (k == 0), (k, spread)
         z, _, _ = step_model.apply(step, z, level["shared"], method="forward")
 
 
