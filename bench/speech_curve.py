@@ -104,4 +104,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from nanoflow_jax.cli import run_cli
+
+    run_cli(main, "bench.speech_curve")

@@ -31,6 +31,9 @@ def test_held_out_is_the_first_prompt_of_each_speaker():
         "ru-activated.wav",
     ]
     assert all(len(f) == 1 for f in speakers.values())
+    # a demo run's data section names the bundled corpus as "demo", as training reads it
+    demo = held_out({"source": "folder", "path": "demo", "test_fraction": 0.1}, None, 2)
+    assert [len(f) for f in demo.values()] == [2] and all(os.path.exists(f) for f in demo["demo_corpus"])
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def held_out(data: dict[str, Any], path: str | None, per_speaker: int | None) ->
     source = data.get("source", "folder")
     if source == "tfds" or not root:
         raise DataError("evaluation needs a folder of recordings: give --data DIR")
-    if source == "folder" and not os.path.isdir(root):
+    if source == "folder" and root != "demo" and not os.path.isdir(root):  # "demo": the bundled corpus
         raise DataError(
             f"no recordings at {root}: give --data DIR (for the shipped voice's corpus: "
             f"python tools/make_speech_corpus.py --out {root})"
