@@ -1,7 +1,8 @@
 """What a GPU or TPU would run, checked on this CPU: the training gradient, an evaluation and the synthesis
-lowered for cuda and tpu with jax.export hold no conditionals, ask for HIGHEST precision on every float32
-matmul and convolution, and (cuda) run the 3x3 convolutions natively, forward and backward. Plus the
-reduced-precision numerics against float32 and float16's dynamic loss scaling."""
+(and the image flow's gradient and sampling) lowered for cuda and tpu with jax.export hold no conditionals,
+ask for HIGHEST precision on every float32 matmul and convolution, and (cuda) run the 3x3 convolutions
+natively, forward and backward. Plus the reduced-precision numerics against float32 and float16's dynamic
+loss scaling."""
 
 import os
 import re
@@ -23,6 +24,8 @@ from tests.conftest import DATA
 # small, but every part of the paper's NanoFlow: shared estimator, K heads, embedding, odd K
 CFG = nf.ModelConfig(n_flows=3, n_layers=4, channels=16, n_groups=8, embed_dim=8)
 OPS = r"stablehlo\.(dot_general|convolution)"
+# the image flow's NanoFlow: a shared estimator per level, per-step embeddings and gates, LU 1x1 convs
+IMAGE_CFG = nf.GlowConfig(variant="nanoflow", image_size=8, hidden=8, n_levels=2, n_flows=3, embed_dim=2)
 
 
 def _programs(platform: str, dtype: str = "float32") -> dict[str, str]:
@@ -35,10 +38,17 @@ def _programs(platform: str, dtype: str = "float32") -> dict[str, str]:
     z = jax.ShapeDtypeStruct((2, output_length(frames, CFG)), jnp.float32)
     ip = jax.eval_shape(lambda p: inference_params(model, p), params)
     export = lambda fn, *args: jax.export.export(jax.jit(fn), platforms=(platform,))(*args).mlir_module()  # noqa: E731
+    image_model = nf.ImageFlow(IMAGE_CFG, dtype=dtype)
+    images = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
+    variables = jax.eval_shape(image_model.init, jax.random.PRNGKey(0), images)
+    bpd = lambda v, x: jnp.mean(image_model.apply(v, x, method="bits_per_dim"))  # noqa: E731
+    sample = lambda v: nf.ImageFlow(IMAGE_CFG).apply(v, jax.random.PRNGKey(0), 2, 0.7, method="sample")  # noqa: E731
     return {
         "gradient": export(jax.grad(loss), params, audio),
         "evaluation": export(audio_nll(nf.AudioFlow(CFG), MelConfig()), params, audio),
         "synthesis": export(synthesis_fn(CFG, dtype), ip, mel, z),
+        "image gradient": export(jax.grad(bpd), variables, images),
+        "image sampling": export(sample, variables),
     }
 
 
@@ -82,11 +92,13 @@ def test_cuda_gradient_runs_3x3_convolutions_natively():
 
 
 def test_reduced_precision_programs_take_narrow_operands():
-    text = _programs("cuda", "bfloat16")["gradient"]
-    convs = [op for op in _ops(text) if "stablehlo.convolution" in op and "3x3x" in op]
-    assert convs and all(
-        re.search(r"\(tensor<[^>]*xbf16>, tensor<[^>]*xbf16>\) -> tensor<[^>]*xf32>", op) for op in convs
-    )
+    programs = _programs("cuda", "bfloat16")
+    narrow = r"\(tensor<[^>]*xbf16>, tensor<[^>]*xbf16>\) -> tensor<[^>]*xf32>"
+    convs = [op for op in _ops(programs["gradient"]) if "stablehlo.convolution" in op and "3x3x" in op]
+    assert convs and all(re.search(narrow, op) for op in convs)
+    # the image estimators' convolutions (hidden = 8 output channels) too; its zero convs stay float32
+    image = [op for op in _ops(programs["image gradient"]) if re.search(r"tensor<3x3x\d+x8x", op)]
+    assert image and all(re.search(narrow, op) for op in image)
 
 
 # -- numerics of bfloat16 / float16 against float32 --------------------------------------------------------
