@@ -42,9 +42,22 @@ def section(cls: type[Section], **overrides) -> ml_collections.ConfigDict:
     return cfg
 
 
+def layered(*layers: dict[str, dict]) -> dict[str, dict]:
+    """Section-wise overrides ({section: {field: value}}) merged in order, a later layer's field winning:
+    e.g. a recipe, then a variant's model fields, then a demo shrink."""
+    merged: dict[str, dict] = {}
+    for layer in layers:
+        for name, fields in layer.items():
+            merged[name] = merged.get(name, {}) | fields
+    return merged
+
+
 def task_config(sections: dict[str, type[Section]], overrides: dict[str, dict]) -> ml_collections.ConfigDict:
     """A run's ConfigDict: every one of a task's `sections` from its declared defaults and `overrides`
     ({section: {field: value}})."""
+    unknown = sorted(set(overrides) - set(sections))
+    if unknown:
+        raise ConfigError(f"no section(s) {unknown}; the task has {', '.join(sections)}")
     c = ml_collections.ConfigDict()
     for name, cls in sections.items():
         setattr(c, name, section(cls, **overrides.get(name, {})))

@@ -69,9 +69,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="glow", demo=False)
     if arg.variant not in VARIANTS:
         raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
-    fields = {name: dict(RECIPE.get(name, {})) for name in ImageTask.SECTIONS}
-    fields["model"] = dict(VARIANTS[arg.variant])
-    if arg.demo:
-        for name, values in DEMO.items():
-            fields[name] |= values
+    fields = common.layered(RECIPE, {"model": VARIANTS[arg.variant]}, DEMO if arg.demo else {})
     return common.task_config(ImageTask.SECTIONS, fields)

@@ -20,7 +20,6 @@ import ml_collections
 
 from configs import common
 from nanoflow_jax.errors import ConfigError
-from nanoflow_jax.train.audio import AudioTask
 
 VARIANTS = {  # model fields that differ from ModelConfig's defaults (the paper's NanoFlow)
     "nanoflow": {},
@@ -58,9 +57,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="nanoflow", demo=False)
     if arg.variant not in VARIANTS:
         raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(VARIANTS)}")
-    overrides = {name: dict(RECIPE.get(name, {})) for name in AudioTask.SECTIONS}
-    overrides["model"] = dict(VARIANTS[arg.variant])
-    if arg.demo:
-        for name, fields in DEMO.items():
-            overrides[name] |= fields
-    return common.audio_config(overrides)
+    return common.audio_config(common.layered(RECIPE, {"model": VARIANTS[arg.variant]}, DEMO if arg.demo else {}))

@@ -34,11 +34,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, variant="24k", demo=False)
     if arg.variant not in RATES:
         raise ConfigError(f"unknown variant {arg.variant!r}; known: {', '.join(RATES)}")
-    overrides = {name: dict(fields) for name, fields in ljspeech.RECIPE.items()}
-    for name, fields in ljspeech.DEMO.items() if arg.demo else ():
-        overrides[name] = overrides.get(name, {}) | fields
-    data = overrides.setdefault("data", {})
-    data |= RATES[arg.variant]
-    if arg.demo:
-        data["segment_length"] = DEMO_SEGMENT[arg.variant]
-    return common.audio_config(overrides)
+    demo = [ljspeech.DEMO, {"data": {"segment_length": DEMO_SEGMENT[arg.variant]}}] if arg.demo else []
+    return common.audio_config(common.layered(ljspeech.RECIPE, *demo, {"data": RATES[arg.variant]}))
