@@ -159,7 +159,7 @@ def test_actnorm_init_normalises_its_batch():
         # the shared estimator's first ActNorm is set by the level's first step alone
         mixed = step_model.apply(step, z, method=lambda m, z: m.invconv(m.actnorm(z)[0])[0])
         inp, gates = step_model.apply(step, mixed[..., : mixed.shape[-1] // 2], method="estimator_input")
-        stack = estimator_stack(model.config, jnp.float32)
+        stack = estimator_stack(model.config, jnp.float32, parent=None)
         _, seen = stack.apply({"params": level["shared"]["estimator"]}, inp, gates, capture_intermediates=True)
         normed = seen["intermediates"]["ActNorm_0"]["__call__"][0][0]
         spread = np.std(normed, axis=(0, 1, 2))

@@ -160,9 +160,7 @@ def load_splits(data: Any, log=print, process_index: int = 0, process_count: int
     files = list_files(data.source, data.path)
     test_files = split_test(files, data.test_fraction, getattr(data, "test_split", "sorted"))
     held_out = set(test_files)
-    train_files = list(
-        host_shard([f for f in files if f not in held_out], process_index, process_count, "training files")
-    )
+    train_files = host_shard([f for f in files if f not in held_out], process_index, process_count, "training files")
     mine = test_files + train_files
     max_gb = getattr(data, "max_memory_gb", 8.0)
     budget = _Budget(int(max_gb * 2**30))

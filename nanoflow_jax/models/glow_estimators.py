@@ -78,12 +78,8 @@ class ZeroConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        k, zeros = self.kernel, nn.initializers.zeros
-        p = {
-            "kernel": self.param("kernel", zeros, (k, k, x.shape[-1], self.features)),
-            "bias": self.param("bias", zeros, (self.features,)),
-            "logs": self.param("logs", zeros, (self.features,)),
-        }
+        start = zero_conv_init(self.kernel, x.shape[-1], self.features)
+        p = {name: self.param(name, nn.initializers.zeros, value.shape) for name, value in start.items()}
         return zero_conv(x, p)
 
 

@@ -34,9 +34,10 @@ def embed_channels(config: GlowConfig, level: int) -> int:
     return config.embed_dim * 2**level if config.scheme.embedded else 0
 
 
-def estimator_stack(config: GlowConfig, dtype: Any) -> ConvStack:
-    """The estimator of `config`'s scheme, unbound (a level's shared one is applied from its params)."""
-    return ConvStack(config.hidden, CONV_STACKS[config.scheme.stack], config.actnorm_scale, dtype, parent=None)
+def estimator_stack(config: GlowConfig, dtype: Any, **module_args: Any) -> ConvStack:
+    """The estimator of `config`'s scheme; `parent=None` gives it unbound (a level's shared one is applied
+    from its params)."""
+    return ConvStack(config.hidden, CONV_STACKS[config.scheme.stack], config.actnorm_scale, dtype, **module_args)
 
 
 def projection_kernel(config: GlowConfig) -> int:
@@ -89,7 +90,7 @@ class GlowStep(nn.Module):
         self.actnorm = ActNorm(cfg.actnorm_scale)
         self.invconv = InvConv1x1(cfg.lu)
         if not scheme.shared:
-            self.estimator = ConvStack(cfg.hidden, CONV_STACKS[scheme.stack], cfg.actnorm_scale, self.dtype)
+            self.estimator = estimator_stack(cfg, self.dtype)
         if not scheme.one_projection:
             self.proj = ZeroConv(c, projection_kernel(cfg))
         if scheme.embedded:
@@ -112,7 +113,7 @@ class GlowStep(nn.Module):
         inp, gates = self.estimator_input(z1)
         scheme = self.config.scheme
         if scheme.shared:
-            stack = estimator_stack(self.config, self.dtype)
+            stack = estimator_stack(self.config, self.dtype, parent=None)
             if self.is_initializing():
                 fresh = stack.init(self.make_rng("params"), inp, gates)["params"]
                 first = lambda a, b: jnp.where(index == 0, a, b)  # noqa: E731

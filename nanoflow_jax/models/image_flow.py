@@ -108,7 +108,9 @@ class GlowLevel(nn.Module):
         size, c = level_shape(cfg, self.level)
         inp = jax.ShapeDtypeStruct((z.shape[0], size, size, c // 2 + embed_channels(cfg, self.level)), jnp.float32)
         gates = jax.ShapeDtypeStruct((N_GATES, cfg.hidden), jnp.float32) if cfg.scheme.embedded else None
-        shapes = jax.eval_shape(estimator_stack(cfg, self.dtype).init, jax.random.PRNGKey(0), inp, gates)["params"]
+        shapes = jax.eval_shape(estimator_stack(cfg, self.dtype, parent=None).init, jax.random.PRNGKey(0), inp, gates)[
+            "params"
+        ]
         shared = {"estimator": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)}
         if cfg.scheme.one_projection:
             shared["proj"] = zero_conv_init(projection_kernel(cfg), cfg.hidden, c)
