@@ -18,29 +18,46 @@ import numpy as np
 from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, save_params_folder
 from nanoflow_jax.cli import parse_module_flags, run_cli
 from nanoflow_jax.errors import CheckpointError, InputError, UsageError
-from nanoflow_jax.files import resolve_path
+from nanoflow_jax.files import check_not_input, resolve_path
+
+
+def _model_section(config: Any) -> Any:
+    return config.get("model") if isinstance(config, dict) else None
 
 
 def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tuple[str, list[int]]:
-    """Write the mean params of the `last` newest checkpoints of `workdir`; -> (out folder, steps used)."""
+    """Write the mean params of the `last` newest checkpoints of `workdir`; -> (out folder, steps used).
+    Before any array is read: the output is outside the checkpoints folder, and every checkpoint declares
+    the same model config and the same array shapes as the newest (a mean of different models is refused)."""
     if last < 1:
         raise UsageError(f"--last must be at least 1, got {last}")
     src = checkpoint_dir(workdir)
     if not os.path.isdir(src):
         raise InputError(f"workdir {workdir} does not exist")
+    out = resolve_path(out) if out else os.path.join(resolve_path(workdir), "averaged")
+    check_not_input(out, input_folders=[src])
     ckpt = Checkpointer(src, create=False, async_save=False)
     steps = sorted(ckpt.all_steps())[-last:]
     if not steps:
         raise CheckpointError(f"no checkpoints in {workdir}")
-    total, meta = None, None
+    config = ckpt.read_meta(steps[-1]).get("config")
+    declared = {k: v for k, v in ckpt.declared_arrays(steps[-1]).items() if k.startswith("params/")}
+    for s in steps[:-1]:
+        where = os.path.join(src, str(s))
+        if _model_section(ckpt.read_meta(s).get("config")) != _model_section(config):
+            raise CheckpointError(f"checkpoint {where} holds another model than step {steps[-1]}: not averaged")
+        theirs = {k: v for k, v in ckpt.declared_arrays(s).items() if k.startswith("params/")}
+        if theirs != declared:
+            diff = sorted(set(theirs.items()) ^ set(declared.items()))[0][0]
+            raise CheckpointError(f"checkpoint {where}: array {diff} differs from step {steps[-1]}'s: not averaged")
+    total = None
     for s in steps:
-        state, meta = ckpt.restore(s)
+        state, _ = ckpt.restore(s)
         p = jax.tree.map(lambda a: np.asarray(a, np.float64), state["params"])
         total = p if total is None else jax.tree.map(np.add, total, p)
     ckpt.close()
     mean = jax.tree.map(lambda a: (a / len(steps)).astype(np.float32), total)
-    out = resolve_path(out) if out else os.path.join(resolve_path(workdir), "averaged")
-    return save_params_folder(out, steps[-1], mean, {"config": meta["config"], "averaged_steps": steps}), steps
+    return save_params_folder(out, steps[-1], mean, {"config": config, "averaged_steps": steps}), steps
 
 
 def define(fv: Any) -> None:

@@ -26,9 +26,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from nanoflow_jax.audio.mel import MelConfig
-from nanoflow_jax.errors import CheckpointError, ConfigError, OutputError
-from nanoflow_jax.files import resolve_path
-from nanoflow_jax.models import AudioFlow, build_model, model_config
+from nanoflow_jax.errors import CheckpointError, ConfigError, InputError, OutputError
+from nanoflow_jax.files import first_line, memory_budget, read_json_file, resolve_path
+from nanoflow_jax.models import AudioFlow, abstract_variables, build_model, model_config
 
 CHECKPOINTS = "checkpoints"
 SPACE_MARGIN = 8 << 20  # bytes a checkpoint needs beyond its arrays (metadata, orbax's temporaries)
@@ -67,9 +67,33 @@ def non_finite_leaves(tree: Any) -> list[str]:
     return bad
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+_first_line = first_line
+MAX_METADATA_BYTES = 16 << 20  # any file of a checkpoint outside its array data (JSON, orbax's own)
+
+
+def check_step_files(where: str) -> None:
+    """A checkpoint step folder as orbax will read it: only folders and regular files (a FIFO would block,
+    a device never ends), and every file outside the array data folders (`d/`) at most MAX_METADATA_BYTES,
+    judged by its size before it is opened. A CheckpointError naming the file."""
+    import stat
+
+    if not os.path.isdir(where):
+        raise CheckpointError(f"checkpoint {where} is not a folder")
+    for folder, dirs, files in os.walk(where):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                raise CheckpointError(f"checkpoint file {path} cannot be read ({e.strerror})") from None
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise CheckpointError(f"checkpoint file {path} is not a regular file")
+            if os.path.basename(folder) != "d" and st.st_size > MAX_METADATA_BYTES:
+                raise CheckpointError(
+                    f"checkpoint file {path} is {st.st_size} bytes; metadata may hold at most {MAX_METADATA_BYTES}"
+                )
 
 
 class Checkpointer:
@@ -164,11 +188,73 @@ class Checkpointer:
             f"could not write checkpoint {step} in {self.directory} ({reason}); {self._intact(step)}"
         ) from e
 
-    def restore(self, step: int, target: Any = None) -> tuple[Any, dict]:
+    def declared_arrays(self, step: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """{name: (shape, dtype)} of every array `step`'s state declares, read from its metadata alone
+        (after the folder passes `check_step_files`); nothing is allocated."""
+        from etils import epath
+
+        where = os.path.join(self.directory, str(step))
+        check_step_files(where)
+        level = logging.get_verbosity()
+        logging.set_verbosity(logging.FATAL)
+        try:
+            tree = ocp.StandardCheckpointHandler().metadata(epath.Path(where) / "state")
+            leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+        except Exception as e:  # orbax, tensorstore and JSON each fail in their own types
+            raise CheckpointError(f"checkpoint {where}: its array metadata cannot be read ({_first_line(e)})") from e
+        finally:
+            logging.set_verbosity(level)
+        out = {}
+        for path, leaf in leaves:
+            shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+            if shape is None or dtype is None:  # a scalar orbax stores as a plain Python value
+                continue
+            out[_leaf_name(path)] = (tuple(int(d) for d in shape), np.dtype(dtype))
+        return out
+
+    def check_declared(self, step: int, expected: Any = None, prefix: str = "", complete: bool = True) -> None:
+        """Before any array of `step` is read: what its metadata declares fits this machine's memory budget
+        and, given `expected` (a tree of shape structs: a model's variables or a train state), every
+        declared array under `prefix` has the expected shape (and, if `complete`, every expected one is
+        declared). A CheckpointError naming the array."""
+        where = os.path.join(self.directory, str(step))
+        declared = self.declared_arrays(step)
+        try:
+            total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in declared.values())
+        except TypeError:
+            raise CheckpointError(f"checkpoint {where}: its metadata declares an array that is not numeric") from None
+        budget = memory_budget()
+        if total > budget:
+            raise CheckpointError(
+                f"checkpoint {where} declares {total / 2**20:.0f} MiB of arrays; at most {budget / 2**20:.0f} MiB "
+                "can be read here"
+            )
+        if expected is None:
+            return
+        want = {prefix + _leaf_name(p): tuple(v.shape) for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
+        got = {k: v[0] for k, v in declared.items() if k.startswith(prefix)}
+        for name, shape in got.items():
+            if name not in want:
+                raise CheckpointError(f"checkpoint {where}: unexpected array {name} for this model")
+            if shape != want[name]:
+                raise CheckpointError(
+                    f"checkpoint {where}: array {name} is declared {shape}; its model needs {want[name]}"
+                )
+        missing = sorted(set(want) - set(got))
+        if complete and missing:
+            raise CheckpointError(f"checkpoint {where}: missing array {missing[0]} (shape {want[missing[0]]})")
+
+    def restore(self, step: int, target: Any = None, expected: Any = None, prefix: str = "") -> tuple[Any, dict]:
         """(state, meta) of `step`, every array checked against its checksum; with `target` (an abstract
         or concrete state) restored into its structure and shardings, otherwise as nested dicts of
-        arrays. A damaged, incomplete or non-finite checkpoint is a CheckpointError naming its folder."""
+        arrays. Before anything is read the folder passes `check_step_files` and its declared arrays
+        `check_declared` (against `target`, or `expected` under `prefix`). A damaged, incomplete,
+        oversized or non-finite checkpoint is a CheckpointError naming its folder."""
         where = os.path.join(self.directory, str(step))
+        if target is not None:  # orbax checks the structure; scalars may be stored as plain values
+            self.check_declared(step, target, complete=False)
+        else:
+            self.check_declared(step, expected, prefix)
         state_arg = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
         level = logging.get_verbosity()
         logging.set_verbosity(logging.FATAL)  # a damaged file is reported below, once
@@ -193,12 +279,11 @@ class Checkpointer:
         return state, meta
 
     def read_meta(self, step: int) -> dict:
-        """The JSON meta of `step`, read without touching its arrays."""
+        """The JSON meta of `step`, read without touching its arrays (at most MAX_METADATA_BYTES)."""
         try:
-            with open(self.meta_path(step), encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {self.directory}/{step}: its metadata cannot be read ({e})") from e
+            meta = read_json_file(self.meta_path(step), "checkpoint metadata", MAX_METADATA_BYTES)
+        except InputError as e:
+            raise CheckpointError(str(e)) from None
         if not isinstance(meta, dict):
             raise CheckpointError(f"checkpoint {self.directory}/{step}: its metadata is not a JSON object")
         return meta
@@ -317,18 +402,31 @@ def load_checkpoint(directory: str, step: int | None = None) -> tuple[Any, Any, 
     elif step not in steps:
         raise CheckpointError(f"no checkpoint for step {step} in {directory}; available: {sorted(steps)}")
     try:
-        state, meta = ckpt.restore(step)
+        source = ckpt.meta_path(step)
+        config = ckpt.read_meta(step).get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+            raise ConfigError(f"{source}: no model section in the stored config")
+        model = build_model(model_config(config["model"], source))
+        if isinstance(model, AudioFlow) and "data" in config:  # the mel settings synthesis will use
+            if not isinstance(config["data"], dict):
+                raise ConfigError(f"{source}: the stored data section is not a mapping")
+            mel = MelConfig.from_any(config["data"], source)
+            if mel.hop_length != model.config.hop_length:
+                raise ConfigError(
+                    f"{source}: data.hop_length = {mel.hop_length} but the model's hop_length is "
+                    f"{model.config.hop_length}; they must agree"
+                )
+            if mel.n_mels != model.config.cond_channels:
+                raise ConfigError(
+                    f"{source}: data.n_mels = {mel.n_mels} but the model takes {model.config.cond_channels} mel bands"
+                )
+        declared = ckpt.declared_arrays(step)
+        if not any(name.startswith("params/") for name in declared):
+            raise CheckpointError(f"checkpoint {os.path.join(path, str(step))} holds no params")
+        # the model's shapes against the declared ones before any array is read
+        state, meta = ckpt.restore(step, expected=abstract_variables(model), prefix="params/")
     finally:
         ckpt.manager.close()
-    config = meta.get("config")
-    source = ckpt.meta_path(step)
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise ConfigError(f"{source}: no model section in the stored config")
     if not isinstance(state, dict) or "params" not in state:
         raise CheckpointError(f"checkpoint {os.path.join(path, str(step))} holds no params")
-    model = build_model(model_config(config["model"], source))
-    if isinstance(model, AudioFlow) and "data" in config:  # the mel settings synthesis will use
-        if not isinstance(config["data"], dict):
-            raise ConfigError(f"{source}: the stored data section is not a mapping")
-        MelConfig.from_any(config["data"], source)
     return ml_collections.ConfigDict(config), model, state["params"]

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from nanoflow_jax.errors import AudioReadError, InputError
-from nanoflow_jax.files import atomic_write, check_input_file, npy_header
+from nanoflow_jax.files import atomic_write, check_input_file, memory_budget, npy_header
 
 __all__ = ["AudioReadError", "read_audio", "read_mel", "resample", "write_wav", "write_wav_stream"]
 
@@ -24,13 +24,22 @@ MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates a file may declare (a 1 Hz fi
 MAX_SECONDS = 4 * 3600.0  # longest file read by default
 
 
+READ_BLOCK = 1 << 16  # frames of a multi-channel file read at a time (the mix is built block by block)
+
+
 def read_audio(
-    path: str | os.PathLike, dtype: str = "float32", max_seconds: float = MAX_SECONDS
+    path: str | os.PathLike,
+    dtype: str = "float32",
+    max_seconds: float = MAX_SECONDS,
+    max_bytes: int | None = None,
+    extra_bytes_per_second: float = 0.0,
 ) -> tuple[np.ndarray, int]:
     """-> (mono samples, sample rate): float32 in [-1, 1], or int16 with dtype="int16" (full scale
-    32768, as the file stores it for 16-bit PCM). Multi-channel audio is averaged. The header is checked
-    first: a rate outside [1 kHz, 768 kHz], more than `max_seconds` or 8 channels, or NaN / Inf samples
-    are an AudioReadError naming the file."""
+    32768, as the file stores it for 16-bit PCM). Multi-channel audio is mixed block by block, so reading
+    holds one mono copy and one block. The header is checked first: a rate outside [1 kHz, 768 kHz], more
+    than `max_seconds` or 8 channels, or more than `max_bytes` (default: this machine's `memory_budget()`)
+    for the mono samples plus `extra_bytes_per_second` of the file (what the caller builds from them), or
+    NaN / Inf samples are an AudioReadError naming the file."""
     import soundfile
 
     path = os.fspath(path)
@@ -41,8 +50,7 @@ def read_audio(
     try:
         info = soundfile.info(path)
     except Exception as e:  # libsndfile reports every failure as its own error type
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioReadError(f"{path}: unreadable audio ({reason})") from None
+        raise AudioReadError(f"{path}: unreadable audio ({_reason(e)})") from None
     if not MIN_RATE <= info.samplerate <= MAX_RATE:
         msg = f"{path}: sample rate {info.samplerate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz"
         raise AudioReadError(msg, "out of range")
@@ -52,18 +60,50 @@ def read_audio(
             f"at most {max_seconds:.0f} s and 8 channels are read",
             "out of range",
         )
+    itemsize = np.dtype(dtype).itemsize
+    need = info.frames * itemsize + min(info.frames, READ_BLOCK) * info.channels * itemsize
+    need += int(extra_bytes_per_second * info.frames / info.samplerate)
+    budget = memory_budget() if max_bytes is None else max_bytes
+    if need > budget:
+        raise AudioReadError(
+            f"{path}: {info.frames / info.samplerate:.0f} s at {info.samplerate} Hz in {info.channels} channels "
+            f"would need {need / 2**20:.0f} MiB; at most {budget / 2**20:.0f} MiB are allowed here",
+            "out of range",
+        )
     try:
-        x, sr = soundfile.read(path, dtype=dtype, always_2d=True)
+        if info.channels == 1:
+            x = soundfile.read(path, dtype=dtype, always_2d=True)[0][:, 0]
+        else:
+            x = _read_mixed(path, info.frames, dtype)
     except Exception as e:  # libsndfile reports every failure as its own error type
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioReadError(f"{path}: unreadable audio ({reason})") from None
+        raise AudioReadError(f"{path}: unreadable audio ({_reason(e)})") from None
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise AudioReadError(f"{path}: holds NaN or Inf samples", "non-finite")
-    if x.shape[1] == 1:
-        return x[:, 0], sr
-    if dtype == "int16":
-        return np.round(x.astype(np.int32).mean(axis=1)).astype(np.int16), sr
-    return x.mean(axis=1).astype(dtype), sr
+    return x, info.samplerate
+
+
+def _reason(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _read_mixed(path: str, frames: int, dtype: str) -> np.ndarray:
+    """The channel mean of a multi-channel file, read a block at a time."""
+    import soundfile
+
+    out = np.empty(frames, dtype)
+    n = 0
+    for block in soundfile.blocks(path, blocksize=READ_BLOCK, dtype=dtype, always_2d=True):
+        m = len(block)
+        if n + m > frames:  # a header that under-declares its length: keep what it declared
+            m = frames - n
+        if dtype == "int16":
+            out[n : n + m] = np.round(block[:m].astype(np.int32).mean(axis=1)).astype(np.int16)
+        else:
+            out[n : n + m] = block[:m].mean(axis=1)
+        n += m
+        if n >= frames:
+            break
+    return out[:n]
 
 
 def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -118,15 +119,31 @@ def magnitude(audio: Array, cfg: MelConfig, lengths: Array | None = None) -> Arr
     pos = np.arange(frames)[:, None] * cfg.hop_length + np.arange(cfg.n_fft)[None, :] - pad  # (F, n_fft)
     x = audio.astype(jnp.float32)
     if lengths is None:
-        x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-        windows = x[:, pos + pad]
-    else:  # reflect at each item's own end: index arithmetic, one gather
-        end = jnp.asarray(lengths)[:, None, None] - 1
-        idx = jnp.abs(pos)[None]
-        idx = jnp.clip(jnp.where(idx > end, 2 * end - idx, idx), 0, audio.shape[-1] - 1)
-        windows = jnp.take_along_axis(x[:, None, :], idx.reshape(len(x), 1, -1), axis=2).reshape(idx.shape)
+        return padded_magnitude(jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect"), cfg, frames)
+    # reflect at each item's own end: index arithmetic, one gather
+    end = jnp.asarray(lengths)[:, None, None] - 1
+    idx = jnp.abs(pos)[None]
+    idx = jnp.clip(jnp.where(idx > end, 2 * end - idx, idx), 0, audio.shape[-1] - 1)
+    windows = jnp.take_along_axis(x[:, None, :], idx.reshape(len(x), 1, -1), axis=2).reshape(idx.shape)
+    return _window_magnitude(windows, cfg)
+
+
+def padded_magnitude(x: Array, cfg: MelConfig, frames: int) -> Array:
+    """(B, T') audio already padded by n_fft / 2 at its start -> (B, n_fft // 2 + 1, frames), frame f
+    centred on sample f * hop of the unpadded audio."""
+    pos = np.arange(frames)[:, None] * cfg.hop_length + np.arange(cfg.n_fft)[None, :]
+    return _window_magnitude(x[:, pos], cfg)
+
+
+def _window_magnitude(windows: Array, cfg: MelConfig) -> Array:
     spec = jnp.fft.rfft(windows * hann_window(cfg), axis=-1)
     return jnp.swapaxes(jnp.abs(spec), 1, 2)
+
+
+def log_mel(magnitudes: Array, cfg: MelConfig) -> Array:
+    """(B, n_fft // 2 + 1, F) STFT magnitudes -> (B, n_mels, F) natural-log mel."""
+    mel = jnp.einsum("mf,bft->bmt", mel_basis(cfg), magnitudes, precision="highest")
+    return jnp.log(jnp.maximum(mel, cfg.clamp))
 
 
 def mel_spectrogram(audio: Array, cfg: Any = None, lengths: Array | None = None, **overrides) -> Array:
@@ -141,5 +158,28 @@ def mel_spectrogram(audio: Array, cfg: Any = None, lengths: Array | None = None,
         raise ValueError(f"audio must be (batch, samples), got shape {audio.shape}; add a batch axis")
     if audio.ndim != 2:
         raise ValueError(f"audio must be (batch, samples), got shape {audio.shape}")
-    mel = jnp.einsum("mf,bft->bmt", mel_basis(cfg), magnitude(audio, cfg, lengths), precision="highest")
-    return jnp.log(jnp.maximum(mel, cfg.clamp))
+    return log_mel(magnitude(audio, cfg, lengths), cfg)
+
+
+MEL_BLOCK_FRAMES = 2048
+
+
+def mel_spectrogram_long(audio: np.ndarray, cfg: Any = None, block_frames: int = MEL_BLOCK_FRAMES) -> np.ndarray:
+    """(T,) audio of any length -> (n_mels, T // hop + 1) float32, the values of `mel_spectrogram`, computed
+    `block_frames` frames at a time with one compiled program: memory beyond the audio and the mel stays
+    that of one block (the whole-signal STFT of 20 minutes would take gigabytes)."""
+    cfg = MelConfig.from_any(cfg)
+    audio = np.asarray(audio, np.float32)
+    frames = n_frames(len(audio), cfg.hop_length)
+    if frames <= block_frames:
+        return np.asarray(mel_spectrogram(audio[None], cfg)[0])
+    pad = cfg.n_fft // 2
+    x = np.pad(audio, pad, mode="reflect")
+    span = (block_frames - 1) * cfg.hop_length + cfg.n_fft
+    block = jax.jit(lambda seg: log_mel(padded_magnitude(seg, cfg, block_frames), cfg))
+    out = np.empty((cfg.n_mels, frames), np.float32)
+    for f0 in range(0, frames, block_frames):
+        seg = x[f0 * cfg.hop_length : f0 * cfg.hop_length + span]
+        n = min(block_frames, frames - f0)
+        out[:, f0 : f0 + n] = np.asarray(block(np.pad(seg, (0, span - len(seg)))[None]))[0, :, :n]
+    return out

@@ -15,7 +15,8 @@ import numpy as np
 
 from nanoflow_jax.convert.official_config import check_official_config, config_from_official, read_official
 from nanoflow_jax.convert.torch_pickle import read_torch_checkpoint
-from nanoflow_jax.errors import ConversionError, InputError
+from nanoflow_jax.errors import ConversionError
+from nanoflow_jax.files import check_input_file, memory_budget, read_npz
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.models.audio_params import expected_shapes
 from nanoflow_jax.models.params import check_params
@@ -24,26 +25,35 @@ from nanoflow_jax.models.params import check_params
 _IGNORED = ("h_cache",)
 
 
-def state_dict_from(source: Any) -> dict[str, np.ndarray]:
-    """An official state_dict as {name: array} from a mapping, a checkpoint dict, an .npz or a .pt path."""
-    if isinstance(source, (str, os.PathLike)):
-        path = str(source)
-        if not os.path.exists(path):
-            raise InputError(f"official checkpoint {path} does not exist")
+def state_dict_from(source: Any, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """An official state_dict as {name: array} from a mapping, a checkpoint dict, an .npz or a .pt path.
+    A path passes the file gate first (`files.check_input_file`: a FIFO is refused unopened); an .npz's
+    declared arrays are checked against `max_bytes` (and this machine's memory) before any is read."""
+    from_file = isinstance(source, (str, os.PathLike))
+    if from_file:
+        path = os.fspath(source)
+        check_input_file(path, "official checkpoint")
         if path.endswith(".npz"):
-            source = dict(np.load(path))
+            budget = memory_budget() if max_bytes is None else min(max_bytes, memory_budget())
+            source = read_npz(path, "official checkpoint", budget=budget)
         else:
             source = read_torch_checkpoint(path)
     if isinstance(source, Mapping) and "model" in source and isinstance(source["model"], Mapping):
         source = source["model"]
     if not isinstance(source, Mapping):
+        if from_file:
+            raise ConversionError(f"{path} holds a {type(source).__name__}, not a state_dict of named tensors")
         raise TypeError(f"expected a state_dict mapping or a checkpoint path, got {type(source).__name__}")
     out = {}
     for k, v in source.items():
+        if not isinstance(k, str):
+            raise ConversionError(f"official state_dict has a key {k!r} that is not a tensor name")
         k = k[len("param/") :] if k.startswith("param/") else k
         k = k[len("module.") :] if k.startswith("module.") else k  # saved from DataParallel
         if hasattr(v, "detach"):  # a real torch tensor
             v = v.detach().cpu().numpy()
+        if not isinstance(v, np.ndarray | np.generic | int | float | list) or np.asarray(v).dtype.kind not in "fiub":
+            raise ConversionError(f"official state_dict entry {k!r} is a {type(v).__name__}, not a tensor")
         out[k] = np.asarray(v)
     return out
 
@@ -146,12 +156,16 @@ def params_from_state_dict(state_dict: Mapping, cfg: ModelConfig) -> dict:
 
 
 def load_official(state_dict_or_path: Any, official_config: Any) -> tuple[AudioFlow, dict]:
-    """Official checkpoint (state_dict mapping, .npz or .pt path) + official config -> (model, params)."""
-    sd = state_dict_from(state_dict_or_path)
+    """Official checkpoint (state_dict mapping, .npz or .pt path) + official config -> (model, params).
+    The config is read first, so a file's arrays are bounded by the model they must fit."""
     official_config = read_official(official_config)  # a path is read once
     cfg = config_from_official(official_config)
-    check_official_config(sd, official_config)
     model = AudioFlow(cfg)
+    expected = expected_shapes(model)
+    # weight norm's v and g, plus the buffers the official code keeps: a generous bound on what may be read
+    bound = 3 * sum(a.size * 4 for a in jax.tree.leaves(expected)) + (16 << 20)
+    sd = state_dict_from(state_dict_or_path, max_bytes=bound)
+    check_official_config(sd, official_config)
     params = params_from_state_dict(sd, cfg)
-    check_params(expected_shapes(model), params, "official checkpoint")
+    check_params(expected, params, "official checkpoint")
     return model, jax.tree.map(lambda a: np.asarray(a, np.float32), params)

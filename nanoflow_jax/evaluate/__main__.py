@@ -9,11 +9,13 @@ means per speaker and overall, model beside Griffin-Lim; --out gets every figure
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 from typing import Any
 
 from nanoflow_jax.cli import parse_module_flags, run_cli
-from nanoflow_jax.errors import ConfigError
+from nanoflow_jax.errors import OutputError, UsageError
 
 DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
 
@@ -38,11 +40,24 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parse_module_flags("evaluate", __doc__, define, argv)
 
     def run():
+        from nanoflow_jax.checkpoints import checkpoint_dir
         from nanoflow_jax.evaluate import evaluate, held_out, json_safe, markdown_table
-        from nanoflow_jax.files import atomic_write
+        from nanoflow_jax.files import atomic_write, check_not_input, file_in_the_way, resolve_path
 
-        if args.per_speaker < 0 or args.temperature < 0 or args.griffin_lim_iters < 1:
-            raise ConfigError("--per_speaker and --temperature must be >= 0, --griffin_lim_iters >= 1")
+        if not math.isfinite(args.temperature) or args.temperature < 0:
+            raise UsageError(f"--temperature {args.temperature} is not allowed: a finite number >= 0")
+        if args.per_speaker < 0 or args.griffin_lim_iters < 1:
+            raise UsageError("--per_speaker must be >= 0 and --griffin_lim_iters >= 1")
+        if args.step is not None and not args.checkpoint:
+            raise UsageError("--step goes with --checkpoint")
+        out = None
+        if args.out:  # checked before the work, not after it
+            out = resolve_path(args.out)
+            if os.path.isdir(out) or file_in_the_way(os.path.dirname(out)):
+                raise OutputError(f"cannot write --out {args.out}: it is a folder or lies under a file")
+            inputs = [f for f in (args.official, args.config) if f]
+            folders = [d for d in (args.data, args.checkpoint and checkpoint_dir(args.checkpoint)) if d]
+            check_not_input(out, inputs, folders)
         model, params, mel_cfg, data, name, step = _load(args)
         speakers = held_out(data, args.data, args.per_speaker or None)
         result = evaluate(model, params, mel_cfg, speakers, args.temperature, args.seed, args.griffin_lim_iters)
@@ -56,10 +71,10 @@ def main(argv: list[str] | None = None) -> None:
             **result,
         }
         print(markdown_table(result))
-        if args.out:
+        if out:
             text = json.dumps(json_safe(result), indent=1) + "\n"
-            atomic_write(args.out, lambda f: f.write(text.encode()))
-            print(f"wrote {args.out}")
+            atomic_write(out, lambda f: f.write(text.encode()))
+            print(f"wrote {out}")
 
     run_cli(run, "evaluate")
 
@@ -70,7 +85,7 @@ def _load(args):
 
     if args.checkpoint:
         if args.official or args.config:
-            raise ConfigError("give either --checkpoint or --official with --config")
+            raise UsageError("give either --checkpoint or --official with --config")
         from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, load_checkpoint
 
         config, model, params = load_checkpoint(args.checkpoint, args.step)

@@ -5,10 +5,13 @@ Serialise the synthesis program (jax.export) for serving without this package's 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from nanoflow_jax.checkpoints import checkpoint_dir
 from nanoflow_jax.cli import parse_module_flags, run_cli
-from nanoflow_jax.export import export_synthesis, save
+from nanoflow_jax.export import check_platforms, export_synthesis, save
+from nanoflow_jax.files import check_not_input, resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.synth.loading import load_vocoder
 
@@ -32,13 +35,24 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parse_module_flags("export", __doc__, define, argv)
 
     def run():
-        model, params, _ = load_vocoder(args.checkpoint, args.official, args.config)
-        platforms = tuple(args.platforms.split(",")) if args.platforms else None
+        platforms = check_platforms(tuple(args.platforms.split(","))) if args.platforms is not None else None
+        out = resolve_path(args.out)
+        inputs = [f for f in (args.official, args.config) if f]
+        check_not_input(out, inputs, [checkpoint_dir(args.checkpoint)] if args.checkpoint else [])
+        model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
         exported = export_synthesis(model, params, args.frames, args.batch, args.dtype, platforms)
-        save(exported, args.out)
+        info = {
+            "model": dataclasses.asdict(model.config),
+            "mel": dataclasses.asdict(mel_cfg),
+            "frames": args.frames,
+            "batch": args.batch,
+            "dtype": args.dtype,
+        }
+        save(exported, out, info)
         print(
-            f"wrote {args.out}: (mel {exported.in_avals[0].shape}, z {exported.in_avals[1].shape}) -> "
-            f"audio {exported.out_avals[0].shape}, platforms {exported.platforms}"
+            f"wrote {out}: (mel {exported.in_avals[0].shape}, z {exported.in_avals[1].shape}) -> "
+            f"audio {exported.out_avals[0].shape}, platforms {exported.platforms}; "
+            "load it with nanoflow_jax.export.load"
         )
 
     run_cli(run, "export")

@@ -54,6 +54,21 @@ def build_model(section: Any, **options: Any) -> AudioFlow | ImageFlow:
     return MODELS[config.kind].module(config, **options)
 
 
+def abstract_variables(model: AudioFlow | ImageFlow) -> Any:
+    """The variables `model.init` makes, as shape structs (nothing computed): what a checkpoint or a
+    converted file must hold for this model, checked before its arrays are read."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(model, AudioFlow):
+        from nanoflow_jax.models.audio_params import expected_shapes
+
+        return expected_shapes(model)
+    c = model.config
+    x = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, c.channels), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+
+
 __all__ = [
     "MODELS",
     "POLICIES",
@@ -61,6 +76,7 @@ __all__ = [
     "GlowConfig",
     "ImageFlow",
     "ModelConfig",
+    "abstract_variables",
     "build_model",
     "model_config",
     "model_kind",

@@ -13,11 +13,12 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from nanoflow_jax.audio.conventions import CONVENTIONS, check_filterbank, convention_warning, load_stats, to_model_mel
 from nanoflow_jax.audio.io import write_wav, write_wav_stream
 from nanoflow_jax.errors import InputError, UsageError
-from nanoflow_jax.files import resolve_path
+from nanoflow_jax.files import check_not_input, resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field, rule_of
@@ -121,20 +122,57 @@ def _out_paths(args: SynthArgs, inputs: list[tuple[str, str]]) -> list[str]:
     stems = [os.path.splitext(os.path.basename(p))[0] + ".wav" for _, p in inputs]
     single = args.mel or args.wav
     if single and args.out and not os.path.isdir(args.out):
-        if not args.out.endswith(".wav"):
+        if not args.out.lower().endswith(".wav"):
             raise UsageError(f"--out {args.out} must end in .wav (or be an existing folder)")
         return [args.out]
-    return [os.path.join(args.out or DEFAULT_OUT, s) for s in stems]
+    outs = [os.path.join(args.out or resolve_path(DEFAULT_OUT), s) for s in stems]
+    if len(set(outs)) < len(outs):
+        twice = next(o for o in outs if outs.count(o) > 1)
+        raise UsageError(f"two inputs would both be written to {twice}: give inputs with different names")
+    return outs
+
+
+def _check_outputs(args: SynthArgs, inputs: list[tuple[str, str]], outs: list[str]) -> None:
+    """Inputs are never outputs: no output may be an input file (however it is reached) or lie inside an
+    input folder; checked before anything is read or compiled."""
+    from nanoflow_jax.checkpoints import checkpoint_dir
+
+    files = [p for _, p in inputs] + [f for f in (args.mel_stats, args.official, args.config) if f]
+    folders = [d for d in (args.mel_dir, args.wav_dir) if d]
+    if args.checkpoint:
+        folders.append(checkpoint_dir(args.checkpoint))
+    for out in outs:
+        check_not_input(out, files, folders)
+
+
+def _check_flags(args: SynthArgs) -> None:
+    """Flags that do nothing without another are refused, not ignored."""
+    if args.mel_stats and args.mel_convention != "espnet":
+        raise UsageError("--mel_stats goes with --mel_convention espnet (the only convention with stats)")
+    if args.mel_convention == "espnet" and not args.mel_stats:
+        raise UsageError("--mel_convention espnet needs --mel_stats (the stats.npy the mels were normalised with)")
+    if args.mel_convention == "tacotron2" and (args.mel_fmin is not None or args.mel_fmax is not None):
+        raise UsageError("--mel_fmin / --mel_fmax describe another front-end's mels: give --mel_convention too")
+    if (args.wav or args.wav_dir) and (args.mel_convention != "tacotron2" or args.mel_stats):
+        raise UsageError("--mel_convention and --mel_stats describe --mel inputs; wavs go through the model's own mel")
+    if args.chunk_frames and args.denoise > 0:
+        raise UsageError("--denoise works on whole utterances: leave out --chunk_frames to use it")
+    if not args.chunk_frames and args.overlap_frames != DEFAULT_OVERLAP_FRAMES:
+        raise UsageError("--overlap_frames goes with --chunk_frames")
 
 
 PATHS = ("mel", "mel_dir", "wav", "wav_dir", "checkpoint", "official", "config", "out", "mel_stats")
 
 
 def run(args: SynthArgs, log=print) -> list[str]:
-    """Synthesise every input; -> the wav paths written."""
+    """Synthesise every input; -> the wav paths written. Every input is checked before the first
+    compilation, one at a time (a folder of mels is never held at once: each batch is read when its turn
+    comes)."""
     args = dataclasses.replace(args, **{k: resolve_path(getattr(args, k)) for k in PATHS if getattr(args, k)})
+    _check_flags(args)
     inputs = _inputs(args)
     outs = _out_paths(args, inputs)
+    _check_outputs(args, inputs, outs)
     if args.checkpoint or args.official or args.config:
         model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
     else:
@@ -145,31 +183,35 @@ def run(args: SynthArgs, log=print) -> list[str]:
         log(f"no --checkpoint or --official: the shipped voice {DEFAULT_VOICE} ({voice_info()['summary']})")
     cfg = model.config
     stats = None
-    if args.mel_convention != "tacotron2" or args.mel_stats:
+    if args.mel_convention != "tacotron2":
         check_filterbank(mel_cfg, args.mel_fmin, args.mel_fmax, args.mel_convention)
         if args.mel_stats:
             stats = load_stats(args.mel_stats, cfg.cond_channels)
-    mels = []
-    for kind, path in inputs:  # check every input before the first compilation
-        if kind == "mel":
-            mel = to_model_mel(load_mel(path, cfg), args.mel_convention, mel_cfg, stats)
-            warning = convention_warning(mel, mel_cfg)
-            if warning:
-                log(f"warning: {os.path.basename(path)}: {warning}")
-            mels.append(mel)
-        else:
-            mels.append(wav_mel(path, mel_cfg, cfg))
+
+    def load(kind: str, path: str, warn: bool = False) -> np.ndarray:
+        if kind == "wav":
+            return wav_mel(path, mel_cfg, cfg)
+        mel = to_model_mel(load_mel(path, cfg), args.mel_convention, mel_cfg, stats)
+        warning = convention_warning(mel, mel_cfg) if warn else None
+        if warning:
+            log(f"warning: {os.path.basename(path)}: {warning}")
+        return mel
+
+    kept = {}  # one input is kept from the check to its synthesis; a folder's are read again in turn
+    for i, (kind, path) in enumerate(inputs):  # check every input before the first compilation
+        mel = load(kind, path, warn=True)
+        if len(inputs) == 1:
+            kept[i] = mel
+    mels = lambda lo, hi: [kept[i] if i in kept else load(*inputs[i]) for i in range(lo, hi)]  # noqa: E731
     params = inference_params(model, params)  # once, not in every synthesize call
     denoiser = Denoiser(model, params, mel_cfg, dtype=args.dtype) if args.denoise > 0 else None
     rng = jax.random.PRNGKey(args.seed)
     if args.chunk_frames:
-        if denoiser is not None:
-            raise UsageError("--denoise works on whole utterances: leave out --chunk_frames to use it")
         return _run_chunked(args, model, params, mels, outs, mel_cfg.sample_rate, rng, log)
     written, total_audio, total_wall = [], 0.0, 0.0
     seen_shapes = set()
-    for start in range(0, len(mels), args.batch):
-        chunk = mels[start : start + args.batch]
+    for start in range(0, len(inputs), args.batch):
+        chunk = mels(start, min(start + args.batch, len(inputs)))
         shape = (bucket_batch(len(chunk)), bucket_frames_for(max(m.shape[1] for m in chunk), args.bucket or None))
         t0 = time.perf_counter()
         audio = synthesize(
@@ -193,7 +235,7 @@ def run(args: SynthArgs, log=print) -> list[str]:
             written.append(path)
         names = ", ".join(os.path.basename(p) for p in outs[start : start + args.batch])
         log(f"{names}: {secs:.2f} s of audio in {wall:.2f} s{note}: {_speed(secs, wall, mel_cfg.sample_rate)}")
-    if len(mels) > 1:
+    if len(inputs) > 1:
         log(
             f"total: {total_audio:.2f} s of audio in {total_wall:.2f} s: "
             f"{_speed(total_audio, total_wall, mel_cfg.sample_rate)}"
@@ -203,7 +245,8 @@ def run(args: SynthArgs, log=print) -> list[str]:
 
 def _run_chunked(args: SynthArgs, model, params, mels, outs, rate: int, rng, log) -> list[str]:
     """Each input chunk by chunk, each chunk written as it comes; the time to the first chunk logged."""
-    for i, (mel, path) in enumerate(zip(mels, outs, strict=True)):
+    for i, path in enumerate(outs):
+        mel = mels(i, i + 1)[0]
         t0 = time.perf_counter()
         first: list[float] = []
 

@@ -4,17 +4,16 @@ failure is one error naming the file and what was expected."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from nanoflow_jax.audio.io import read_audio, read_mel, resample
-from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram, n_frames
+from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram_long, n_frames
 from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
 from nanoflow_jax.errors import CheckpointError, InputError, UsageError
+from nanoflow_jax.files import memory_budget
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.synth.fast import min_frames, output_length
 
@@ -36,8 +35,6 @@ def load_vocoder(
     if official:
         if not config:
             raise UsageError("--official needs --config (the official JSON config it was trained with)")
-        if not os.path.exists(official):
-            raise InputError(f"official checkpoint {official} does not exist")
         official_config = read_official(config)
         model, params = load_official(official, official_config)
         return model, params, MelConfig.from_any(official_data_config(official_config), config)
@@ -49,18 +46,6 @@ def load_vocoder(
 STREAM_FLOATS_PER_SAMPLE = 4
 
 
-def available_memory() -> int:
-    """Bytes this machine can still give (MemAvailable), or 8 GiB where that is unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
-
-
 def frame_bytes(cfg: ModelConfig) -> int:
     """What synthesis holds per mel frame: 4 x (bands + 4 x hop) bytes (hop 256, 80 bands: ~4.4 KB)."""
     return 4 * (cfg.cond_channels + STREAM_FLOATS_PER_SAMPLE * cfg.hop_length)
@@ -69,7 +54,7 @@ def frame_bytes(cfg: ModelConfig) -> int:
 def max_mel_frames(cfg: ModelConfig) -> int:
     """The longest mel synthesis may take here: half of the available memory at most (22.05 kHz, 80
     bands: 24 GiB free takes ~30 hours); long mels are synthesised in chunks, so this is all that grows."""
-    return max(available_memory() // 2 // frame_bytes(cfg), 1)
+    return max(memory_budget() // frame_bytes(cfg), 1)
 
 
 def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.ndarray:
@@ -85,9 +70,13 @@ def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.n
 
 
 def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:
-    audio, rate = read_audio(path, max_seconds=max_mel_frames(cfg) * cfg.hop_length / mel_cfg.sample_rate)
+    """The model's mel of a wav file. Its memory is budgeted from the file's own header (rate, channels,
+    length) before a sample is read: the mono samples, their resampled copy and its padded copy, and the
+    synthesis that follows (`frame_bytes` per frame); the mel is computed a block at a time."""
+    per_second = mel_cfg.sample_rate * (2 * 4 + frame_bytes(cfg) / mel_cfg.hop_length)
+    audio, rate = read_audio(path, extra_bytes_per_second=per_second)
     audio = resample(audio, rate, mel_cfg.sample_rate)
     # the STFT needs more than n_fft / 2 samples, the synthesis enough frames for one column
     if len(audio) <= mel_cfg.n_fft // 2 or output_length(n_frames(len(audio), mel_cfg.hop_length), cfg) <= 0:
         raise InputError(f"{path}: too short to synthesise ({len(audio)} samples)")
-    return np.asarray(mel_spectrogram(jnp.asarray(audio[None]), mel_cfg)[0])
+    return mel_spectrogram_long(audio, mel_cfg)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nanoflow_jax.errors import ConfigError
-from nanoflow_jax.files import resolve_path
+from nanoflow_jax.files import check_not_input, resolve_path
 from nanoflow_jax.models import model_kind
 from nanoflow_jax.schema import Section
 from nanoflow_jax.train import trainer
@@ -37,4 +37,9 @@ def task_from_config(config: Any, source: str = "config") -> AudioTask | ImageTa
 def train(config: Any, workdir: str, warm_start: str | None = None, log: Callable = print) -> dict:
     """Train (or resume) `config` in `workdir`; -> the last logged and evaluated metrics."""
     task = task_from_config(config)
-    return trainer.run(task, resolve_path(workdir), resolve_path(warm_start) if warm_start else None, log)
+    workdir = resolve_path(workdir)
+    data = getattr(task, "data", None)
+    if data is not None and getattr(data, "source", "") in ("folder", "pairs") and data.path not in ("", "demo"):
+        # the trainer writes wavs (samples) into the workdir: inside the corpus they would become training data
+        check_not_input(workdir, input_folders=[resolve_path(data.path)], flag="--workdir")
+    return trainer.run(task, workdir, resolve_path(warm_start) if warm_start else None, log)
