@@ -49,8 +49,8 @@ def load_stats(path: str, n_mels: int) -> np.ndarray:
         stats = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read mel statistics {path} as a .npy array ({str(e).splitlines()[0]})") from None
-    if not np.all(np.isfinite(stats)) or np.any(stats[1] <= 0):
-        raise InputError(f"{path}: mel statistics must be finite with a positive scale")
+    if not np.all(np.isfinite(stats)) or np.any(stats[1] <= 0) or np.any(np.abs(stats) > 1e30):
+        raise InputError(f"{path}: mel statistics must be finite (|x| <= 1e30) with a positive scale")
     return stats.astype(np.float64)
 
 
@@ -69,7 +69,11 @@ def to_model_mel(mel: np.ndarray, convention: str, cfg: MelConfig, stats: np.nda
         out = np.maximum((mel * stats[1][:, None] + stats[0][:, None]) * math.log(10.0), floor)
     else:
         raise InputError(f"unknown mel convention {convention!r}; known: {', '.join(CONVENTIONS)}")
-    return out.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = out.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"the {convention} mel converted to the model's scale leaves float32's range (|x| > 3.4e38)")
+    return out
 
 
 def convention_warning(mel: np.ndarray, cfg: MelConfig) -> str | None:

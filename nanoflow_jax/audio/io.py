@@ -24,7 +24,7 @@ MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates a file may declare (a 1 Hz fi
 MAX_SECONDS = 4 * 3600.0  # longest file read by default
 
 
-READ_BLOCK = 1 << 16  # frames of a multi-channel file read at a time (the mix is built block by block)
+READ_BLOCK = 1 << 15  # frames of a multi-channel file read at a time (the mix is built block by block)
 
 
 def read_audio(
@@ -177,6 +177,8 @@ def read_mel(path: str, n_mels: int, max_frames: int, limit_reason: str = "allow
         m = m[0]
     if m.shape[0] != n_mels:
         m = m.T  # (frames, bands)
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = m.astype(np.float32)
     if not np.all(np.isfinite(m)):
-        raise InputError(f"{path}: mel contains NaN or Inf values")
-    return m.astype(np.float32)
+        raise InputError(f"{path}: mel contains NaN or Inf values, or values beyond float32's range")
+    return m
