@@ -19,6 +19,7 @@ from nanoflow_jax.checkpoints import Checkpointer, checkpoint_dir, save_params_f
 from nanoflow_jax.cli import parse_module_flags, run_cli
 from nanoflow_jax.errors import CheckpointError, InputError, UsageError
 from nanoflow_jax.files import check_not_input, resolve_path
+from nanoflow_jax.models import abstract_variables, build_model, model_config
 
 
 def _model_section(config: Any) -> Any:
@@ -41,6 +42,9 @@ def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tupl
     if not steps:
         raise CheckpointError(f"no checkpoints in {workdir}")
     config = ckpt.read_meta(steps[-1]).get("config")
+    if isinstance(_model_section(config), dict):  # the model its config builds, before any array is read
+        model = build_model(model_config(config["model"], ckpt.meta_path(steps[-1])))
+        ckpt.check_declared(steps[-1], abstract_variables(model), prefix="params/")
     declared = {k: v for k, v in ckpt.declared_arrays(steps[-1]).items() if k.startswith("params/")}
     for s in steps[:-1]:
         where = os.path.join(src, str(s))

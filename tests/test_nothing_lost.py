@@ -323,7 +323,7 @@ def test_average_refuses_checkpoints_of_different_models(tmp_path):
 
     work = tmp_path / "run" / "checkpoints"
     ckpt = Checkpointer(str(work), keep=5, async_save=False)
-    config = {"model": {"channels": 8}}
+    config = {"note": "params of no model: only their shapes are compared"}
     ckpt.save(1, {"params": {"w": np.ones(3, np.float32)}}, {"config": config})
     ckpt.save(2, {"params": {"w": np.ones(4, np.float32)}}, {"config": config})
     ckpt.close()
@@ -331,6 +331,18 @@ def test_average_refuses_checkpoints_of_different_models(tmp_path):
         average_checkpoints(str(tmp_path / "run"), 2, str(tmp_path / "avg"))
     one_line(e)
     assert not (tmp_path / "avg").exists()
+
+
+def test_average_checks_the_newest_checkpoint_against_its_model(checkpoint, tmp_path):
+    from nanoflow_jax.average import average_checkpoints
+
+    meta = checkpoint / "0" / "meta" / "metadata"
+    stored = json.loads(meta.read_text())
+    stored["config"]["model"]["n_layers"] += 1
+    meta.write_text(json.dumps(stored))
+    with pytest.raises(CheckpointError, match="its model needs|missing array") as e:
+        average_checkpoints(str(checkpoint), 1, str(tmp_path / "avg"))
+    one_line(e)
 
 
 def test_export_validates_platforms_and_frame_counts(converted, capsys):
@@ -484,3 +496,34 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
         run_cli(body, "synth.py")
     assert e.value.code == 143
     assert os.listdir(tmp_path) == []
+
+
+# ---- no code runs: CIFAR-10's pickled batches -----------------------------------------------------------
+
+
+def test_a_cifar_batch_is_read_with_array_globals_only(tmp_path):
+    import pickle
+
+    from nanoflow_jax.data.images import load_cifar10
+    from nanoflow_jax.errors import DataError
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rows = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({b"data": rows, b"labels": [0, 1]}, protocol=2))
+    train, test = load_cifar10(str(tmp_path))
+    assert train.shape == (10, 32, 32, 3) and test.shape == (2, 32, 32, 3)
+    np.testing.assert_array_equal(test[0], rows[0].reshape(3, 32, 32).transpose(1, 2, 0))
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
+    with pytest.raises(DataError, match="refusing the global posix.mkdir") as e:
+        load_cifar10(str(tmp_path))
+    one_line(e)
+    assert not marker.exists()

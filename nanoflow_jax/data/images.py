@@ -44,6 +44,39 @@ def _cifar_arrays(batches: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
     return stack(CIFAR_TRAIN), stack(["test_batch"])
 
 
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    import codecs
+
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # how Python 2 pickles wrote bytes
+    }
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles (dicts of NumPy arrays, lists and bytes): they are read with
+    the globals a NumPy array needs and no others, so a crafted batch cannot run code (SECURITY.md)."""
+
+    ALLOWED = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _CifarUnpickler.ALLOWED = _CifarUnpickler.ALLOWED or _numpy_globals()
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refusing the global {module}.{name}: a CIFAR-10 batch holds only arrays")
+        return allowed[(module, name)]
+
+
+def _load_batch(f: Any) -> dict:
+    return _CifarUnpickler(f, encoding="bytes").load()
+
+
 def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(train (50000, 32, 32, 3), test (10000, 32, 32, 3)) uint8 from `cifar-10-python.tar.gz` or the
     folder it extracts to (`cifar-10-batches-py`, or its parent)."""
@@ -55,16 +88,19 @@ def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
                 for m in tar.getmembers():
                     name = os.path.basename(m.name)
                     if name in wanted:
-                        batches[name] = pickle.load(tar.extractfile(m), encoding="bytes")
-        except (tarfile.TarError, OSError, pickle.UnpicklingError) as e:
+                        batches[name] = _load_batch(tar.extractfile(m))
+        except (tarfile.TarError, OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
             raise DataError(f"cannot read CIFAR-10 archive {path}: {e}") from None
     elif os.path.isdir(path):
         folder = path if os.path.exists(os.path.join(path, "test_batch")) else os.path.join(path, "cifar-10-batches-py")
         for name in wanted:
             f = os.path.join(folder, name)
             if os.path.exists(f):
-                with open(f, "rb") as fh:
-                    batches[name] = pickle.load(fh, encoding="bytes")
+                try:
+                    with open(f, "rb") as fh:
+                        batches[name] = _load_batch(fh)
+                except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+                    raise DataError(f"cannot read CIFAR-10 batch {f}: {e}") from None
     else:
         raise DataError(f"CIFAR-10 path {path} does not exist (expected cifar-10-python.tar.gz or its folder)")
     missing = [n for n in wanted if n not in batches]

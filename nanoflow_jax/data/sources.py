@@ -21,7 +21,7 @@ from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.data.corpus import AudioSet, to_int16
 from nanoflow_jax.data.stream import host_shard
 from nanoflow_jax.errors import AudioReadError, DataError, InputError
-from nanoflow_jax.files import resolve_path
+from nanoflow_jax.files import read_text_file, resolve_path
 
 DEMO_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
 SILENCE_PEAK = 1e-4  # below this peak a file holds no usable signal
@@ -29,15 +29,25 @@ CLIP_LEVEL = 32766 / 32768
 CLIP_FRACTION = 1e-3  # more than this share of samples at full scale: clipped
 
 
+MAX_LIST_BYTES = 256 << 20
+
+
+def _text(path: str, what: str) -> str:
+    """A file list or metadata.csv through the input gate (regular file, size, UTF-8), as a DataError."""
+    try:
+        return read_text_file(path, what, MAX_LIST_BYTES)
+    except InputError as e:
+        raise DataError(str(e)) from None
+
+
 def _listed(path: str) -> list[str]:
     base = os.path.dirname(os.path.abspath(path))
     out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                p = line.split("|")[0]
-                out.append(p if os.path.isabs(p) else os.path.join(base, p))
+    for line in _text(path, "file list").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = line.split("|")[0]
+            out.append(p if os.path.isabs(p) else os.path.join(base, p))
     return out
 
 
@@ -58,8 +68,7 @@ def list_files(source: str, path: str) -> list[str]:
             raise DataError(f"dataset folder {path} does not exist")
         meta = os.path.join(path, "metadata.csv")
         if os.path.isfile(meta) and os.path.isdir(os.path.join(path, "wavs")):  # LJSpeech layout
-            with open(meta, encoding="utf-8") as f:
-                ids = [line.split("|")[0] for line in f if line.strip()]
+            ids = [line.split("|")[0] for line in _text(meta, "metadata file").splitlines() if line.strip()]
             files = [os.path.join(path, "wavs", i + ".wav") for i in ids]
         else:
             files = [

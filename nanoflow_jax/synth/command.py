@@ -17,8 +17,8 @@ import numpy as np
 
 from nanoflow_jax.audio.conventions import CONVENTIONS, check_filterbank, convention_warning, load_stats, to_model_mel
 from nanoflow_jax.audio.io import write_wav, write_wav_stream
-from nanoflow_jax.errors import InputError, UsageError
-from nanoflow_jax.files import check_not_input, resolve_path
+from nanoflow_jax.errors import InputError, OutputError, UsageError
+from nanoflow_jax.files import check_input_file, check_not_input, file_in_the_way, resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field, rule_of
@@ -113,8 +113,7 @@ def _inputs(args: SynthArgs) -> list[tuple[str, str]]:
         return [("mel", f) for f in _files(path, ".npy")]
     if kind == "wav_dir":
         return [("wav", f) for f in _files(path, ".wav")]
-    if not os.path.exists(path):
-        raise InputError(f"input file {path} does not exist")
+    check_input_file(path, f"--{kind} file")  # missing, a folder, a FIFO, a symlink loop: one line, now
     return [(kind, path)]
 
 
@@ -143,6 +142,8 @@ def _check_outputs(args: SynthArgs, inputs: list[tuple[str, str]], outs: list[st
         folders.append(checkpoint_dir(args.checkpoint))
     for out in outs:
         check_not_input(out, files, folders)
+        if blocker := file_in_the_way(os.path.dirname(out)):
+            raise OutputError(f"cannot write {out}: {blocker} is a file, not a folder")
 
 
 def _check_flags(args: SynthArgs) -> None:
