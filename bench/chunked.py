@@ -58,27 +58,26 @@ def main() -> None:
     import numpy as np
 
     import nanoflow_jax as nf
-    from nanoflow_jax.synth import receptive_frames, synthesize_batch, synthesize_chunks
-    from nanoflow_jax.voices import voice_mel_config
+    from nanoflow_jax.synth import receptive_frames
 
-    model, params = nf.load_voice()
-    params = nf.inference_params(model, params)
-    mel = speech_mel(args.minutes, voice_mel_config())
+    vocoder = nf.load_vocoder()
+    model = vocoder.model
+    mel = speech_mel(args.minutes, vocoder.mel_config)
     rng = jax.random.PRNGKey(0)
     print(f"mel: {mel.shape[1]} frames ({args.minutes:g} min); receptive field {receptive_frames(model.config)} frames")
     if args.what == "memory":
         t0 = time.perf_counter()
         if args.mode == "whole":
-            audio = synthesize_batch(model, params, mel, temperature=0.8, rng=rng)[0]
+            audio = vocoder.synthesize(mel, temperature=0.8, rng=rng, chunk_frames=0)[0]
         else:
-            pieces = synthesize_chunks(model, params, mel, chunk_frames=args.chunk, temperature=0.8, rng=rng)
+            pieces = vocoder.synthesize_chunks(mel, chunk_frames=args.chunk, temperature=0.8, rng=rng)
             audio = np.concatenate(list(pieces))
         wall = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{args.mode}: {len(audio)} samples in {wall:.1f} s, peak RSS {peak:.0f} MiB")
         return
     t0 = time.perf_counter()
-    whole = synthesize_batch(model, params, mel, temperature=0.8, rng=rng)[0]
+    whole = vocoder.synthesize(mel, temperature=0.8, rng=rng, chunk_frames=0)[0]
     print(f"whole utterance: {time.perf_counter() - t0:.1f} s")
     print(
         "| overlap (frames) | SNR against whole (dB) | max abs difference | first chunk, cold (s) "
@@ -90,7 +89,7 @@ def main() -> None:
         firsts = []
         for _ in range(2):  # cold (compiles this chunk size), then warm
             t0 = time.perf_counter()
-            gen = synthesize_chunks(model, params, mel, **kw)
+            gen = vocoder.synthesize_chunks(mel, **kw)
             pieces = [next(gen)]
             firsts.append(time.perf_counter() - t0)
         pieces += list(gen)

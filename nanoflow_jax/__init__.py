@@ -6,6 +6,8 @@
     z, logdet = model.apply(params, audio, mel)
     loss = nf.nll(z, logdet)
     audio = nf.synthesize(model, params, mel, temperature=0.8)   # the fast cached inverse
+    vocoder = nf.load_vocoder()                                  # a checkpoint, official .pt, or the shipped voice
+    audio = vocoder.synthesize(mel, temperature=0.8)             # params folded once, mels checked once
 
 Importing the package loads JAX, Flax and NumPy only; checkpoints (orbax), the trainer and the command
 lines load what they need when used.
@@ -22,7 +24,7 @@ from nanoflow_jax.flows import nll
 from nanoflow_jax.models import AudioFlow, GlowConfig, ImageFlow, ModelConfig, build_model
 from nanoflow_jax.models.audio_params import inference_params, init_params
 from nanoflow_jax.models.params import count_params
-from nanoflow_jax.synth import synthesize, synthesize_chunks
+from nanoflow_jax.synth import Vocoder, load_vocoder, synthesize, synthesize_chunks
 
 __version__ = "0.1.0"
 
@@ -53,6 +55,7 @@ __all__ = [
     "GlowConfig",
     "ImageFlow",
     "MelConfig",
+    "Vocoder",
     "ModelConfig",
     "build_model",
     "config_from_official",
@@ -61,6 +64,7 @@ __all__ = [
     "inference_params",
     "init_params",
     "load_checkpoint",
+    "load_vocoder",
     "load_voice",
     "voice_info",
     "load_official",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nanoflow_jax as nf
-from nanoflow_jax.synth import output_length, receptive_frames, synthesize, synthesize_batch, synthesize_chunks
+from nanoflow_jax.synth import output_length, receptive_frames, synthesize, synthesize_chunks
 from nanoflow_jax.synth.chunked import chunk_spans
 from tests.helpers import model_and_params
 
@@ -19,7 +19,7 @@ def case():
     model, params, _, _ = model_and_params(CFG)
     mel = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (CFG.cond_channels, FRAMES)))
     z = 0.8 * np.asarray(jax.random.normal(jax.random.PRNGKey(4), (output_length(FRAMES, CFG),)))
-    whole = synthesize_batch(model, params, mel, z=z[None])[0]
+    whole = synthesize(model, params, mel, z=z[None], chunk_frames=0)[0]
     return model, params, mel, z, whole
 
 

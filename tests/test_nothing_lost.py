@@ -235,23 +235,22 @@ def test_a_mel_folder_is_streamed_one_batch_at_a_time(tmp_path, monkeypatch):
     for i in range(6):
         np.save(d / f"m{i}.npy", np.full((80, 12), -5.0, np.float32))
     alive, most = [], []
+    real = command.Vocoder.prepare
 
-    real = command.load_mel
+    def prepare(self, mel):
+        p = real(self, mel)
+        alive.append(weakref.ref(p.mels[0]))
+        return p
 
-    def load_mel(path, cfg):
-        m = real(path, cfg)
-        alive.append(weakref.ref(m))
-        return m
-
-    def synthesize(model, params, mels, **kw):
+    def synthesize(self, prepared, **kw):
         import gc
 
         gc.collect()
         most.append(sum(r() is not None for r in alive))
-        return [np.zeros(8, np.float32) for _ in mels]
+        return [np.zeros(8, np.float32) for _ in prepared.mels]
 
-    monkeypatch.setattr(command, "load_mel", load_mel)
-    monkeypatch.setattr(command, "synthesize", synthesize)
+    monkeypatch.setattr(command.Vocoder, "prepare", prepare)
+    monkeypatch.setattr(command.Vocoder, "synthesize", synthesize)
     written = run(SynthArgs(mel_dir=str(d), out=str(tmp_path / "out"), batch=2), log=lambda *_: None)
     assert len(written) == 6 and most and max(most) <= 2  # the batch, not the folder
 
@@ -263,10 +262,11 @@ def test_a_mel_folder_is_streamed_one_batch_at_a_time(tmp_path, monkeypatch):
 def exported(tmp_path_factory):
     from nanoflow_jax.convert import load_official
     from nanoflow_jax.export import export_synthesis, save
+    from nanoflow_jax.synth import Vocoder
 
     model, params = load_official(OFFICIAL_PT, OFFICIAL_CONFIG)
     path = str(tmp_path_factory.mktemp("export") / "synth.jaxexport")
-    save(export_synthesis(model, params, frames=8), path, {"frames": 8})
+    save(export_synthesis(Vocoder(model, params), frames=8), path, {"frames": 8})
     return path
 
 

@@ -24,8 +24,7 @@ from nanoflow_jax.audio.io import read_audio, resample
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.data.sources import list_files, split_test
 from nanoflow_jax.errors import DataError
-from nanoflow_jax.models.audio_params import inference_params
-from nanoflow_jax.synth import synthesize
+from nanoflow_jax.synth import Vocoder
 from nanoflow_jax.synth.fast import bucket_frames_for
 from nanoflow_jax.train.audio_eval import bucket_length, utterance_nll
 
@@ -86,7 +85,7 @@ def evaluate(
     `baseline`, the model's alone (Griffin-Lim's figures NaN)."""
     cfg = model.config
     rate, hop = mel_cfg.sample_rate, mel_cfg.hop_length
-    fast_params = inference_params(model, params)
+    vocoder = Vocoder(model, params, mel_cfg)
     nll_fn = jax.jit(utterance_nll(model, mel_cfg))
     multiple = math.lcm(cfg.hop_length, cfg.n_groups)
     rng = jax.random.PRNGKey(seed)
@@ -109,7 +108,7 @@ def evaluate(
         key = jax.random.fold_in(rng, i)
 
         def vocode(mel=mel, key=key):
-            return np.asarray(synthesize(model, fast_params, mel, temperature=temperature, rng=key)[0])  # blocks
+            return np.asarray(vocoder.synthesize(mel, temperature=temperature, rng=key)[0])  # blocks
 
         frames_bucket = ("model", bucket_frames_for(mel.shape[1]))
         y, wall_model = _timed(vocode, frames_bucket not in seen)

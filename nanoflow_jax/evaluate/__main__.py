@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _load(args):
     from nanoflow_jax.audio.mel import MelConfig
-    from nanoflow_jax.synth.loading import load_vocoder
+    from nanoflow_jax.synth.loading import load_model
 
     if args.checkpoint:
         if args.official or args.config:
@@ -98,7 +98,7 @@ def _load(args):
         data.update({k: v for k, v in dict(config.get("data", {})).items() if k in (*DEFAULT_SPLIT, "path")})
         return model, params, MelConfig.from_any(config["data"]), data, args.checkpoint, step
     if args.official or args.config:
-        model, params, mel_cfg = load_vocoder(None, args.official, args.config)
+        model, params, mel_cfg = load_model(None, args.official, args.config)
         return model, params, mel_cfg, dict(DEFAULT_SPLIT), args.official, None
     from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info
 

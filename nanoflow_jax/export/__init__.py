@@ -27,9 +27,9 @@ import jax.numpy as jnp
 
 from nanoflow_jax.errors import InputError, UsageError
 from nanoflow_jax.files import atomic_write, check_input_file, first_line, memory_budget, resolve_path
-from nanoflow_jax.models import POLICIES, AudioFlow
-from nanoflow_jax.models.audio_params import inference_params
+from nanoflow_jax.models import POLICIES
 from nanoflow_jax.synth.fast import min_frames, output_length, synthesis_fn
+from nanoflow_jax.synth.vocoder import Vocoder
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 MAGIC = b"nanoflow-jaxexport 1\n"
@@ -49,15 +49,15 @@ def check_platforms(platforms: tuple[str, ...] | None) -> tuple[str, ...] | None
 
 
 def export_synthesis(
-    model: AudioFlow,
-    params: Any,
+    vocoder: Vocoder,
     frames: int,
     batch: int = 1,
     dtype: str = "float32",
     platforms: tuple[str, ...] | None = None,
 ) -> jax.export.Exported:
-    """The synthesis of `batch` mels of `frames` frames as a `jax.export.Exported` (weights included)."""
-    cfg = model.config
+    """The synthesis of `batch` mels of `frames` frames by `vocoder` as a `jax.export.Exported` (its
+    inference-form weights included)."""
+    cfg = vocoder.config
     if dtype not in POLICIES:
         raise UsageError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
     if frames < min_frames(cfg) or batch < 1:
@@ -69,11 +69,11 @@ def export_synthesis(
             f"({batch} x {t} samples): at most {INT32_MAX // batch // cfg.hop_length} frames at this batch"
         )
     platforms = check_platforms(platforms)
-    ip = inference_params(model, params)
     fn = synthesis_fn(cfg, dtype)
     mel = jax.ShapeDtypeStruct((batch, cfg.cond_channels, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((batch, t), jnp.float32)
-    return jax.export.export(jax.jit(lambda m, z: fn(ip, m, z)), platforms=platforms)(mel, z)
+    params = vocoder.params
+    return jax.export.export(jax.jit(lambda m, z: fn(params, m, z)), platforms=platforms)(mel, z)
 
 
 def save(exported: jax.export.Exported, path: str, info: dict[str, Any] | None = None) -> dict[str, Any]:

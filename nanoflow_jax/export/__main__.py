@@ -10,10 +10,11 @@ from typing import Any
 
 from nanoflow_jax.checkpoints import checkpoint_dir
 from nanoflow_jax.cli import parse_module_flags, run_cli
+from nanoflow_jax.errors import UsageError
 from nanoflow_jax.export import check_platforms, export_synthesis, save
 from nanoflow_jax.files import check_not_input, resolve_path
 from nanoflow_jax.models import POLICIES
-from nanoflow_jax.synth.loading import load_vocoder
+from nanoflow_jax.synth.vocoder import load_vocoder
 
 
 def define(fv: Any) -> None:
@@ -39,11 +40,13 @@ def main(argv: list[str] | None = None) -> None:
         out = resolve_path(args.out)
         inputs = [f for f in (args.official, args.config) if f]
         check_not_input(out, inputs, [checkpoint_dir(args.checkpoint)] if args.checkpoint else [])
-        model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
-        exported = export_synthesis(model, params, args.frames, args.batch, args.dtype, platforms)
+        if not (args.checkpoint or args.official):
+            raise UsageError("give the model to export: --checkpoint DIR or --official CKPT.pt --config CONFIG.json")
+        vocoder = load_vocoder(args.checkpoint, args.official, args.config)
+        exported = export_synthesis(vocoder, args.frames, args.batch, args.dtype, platforms)
         info = {
-            "model": dataclasses.asdict(model.config),
-            "mel": dataclasses.asdict(mel_cfg),
+            "model": dataclasses.asdict(vocoder.config),
+            "mel": dataclasses.asdict(vocoder.mel_config),
             "frames": args.frames,
             "batch": args.batch,
             "dtype": args.dtype,

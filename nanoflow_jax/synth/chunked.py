@@ -19,19 +19,10 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-import jax
 import numpy as np
 
 from nanoflow_jax.models import AudioFlow, ModelConfig
-from nanoflow_jax.models.audio_params import inference_params
-from nanoflow_jax.synth.fast import (
-    TRIM_FRAMES,
-    as_batch,
-    check_mels,
-    draw_noise,
-    output_length,
-    synthesize_batch,
-)
+from nanoflow_jax.synth.fast import TRIM_FRAMES, output_length, synthesize_prepared
 
 DEFAULT_CHUNK_FRAMES = 512  # ~6 s at 22.05 kHz / hop 256
 DEFAULT_OVERLAP_FRAMES = 32
@@ -67,79 +58,28 @@ def chunk_spans(frames: int, cfg: ModelConfig, chunk_frames: int, overlap_frames
     return spans
 
 
-def synthesize_chunks(
+def chunks_prepared(
     model: AudioFlow,
     params: Any,
-    mel: Any,
+    mel: np.ndarray,
+    noise: np.ndarray,
     *,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
-    temperature: float = 1.0,
     dtype: str = "float32",
-    z: Any = None,
-    rng: jax.Array | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield one mel's audio chunk by chunk: (bands, F) mel -> consecutive 1-D pieces whose concatenation
-    is `synthesize(model, params, mel, z=z)` up to the chunk edges' error (none once `overlap_frames`
-    reaches `receptive_frames`). z: the (T,) latent noise, else temperature * N(0, 1) from `rng` (default
-    PRNGKey(0)), drawn as `synthesize` draws it, so both give the same audio."""
+    """One mel's audio chunk by chunk, from what has been prepared once: a checked (bands, F) mel,
+    inference-form params and its (T,) latent noise. Consecutive 1-D pieces whose concatenation is the
+    whole utterance's audio up to the chunk edges' error (none once `overlap_frames` reaches
+    `receptive_frames`); every chunk is one call of the same program (padded to one size)."""
     cfg = model.config
-    mel = np.asarray(mel, np.float32)
-    if mel.ndim == 3 and mel.shape[0] == 1:
-        mel = mel[0]
-    if mel.ndim != 2 or mel.shape[0] != cfg.cond_channels:
-        raise ValueError(f"chunked synthesis takes one mel of shape ({cfg.cond_channels}, frames), got {mel.shape}")
     if chunk_frames < 1 or overlap_frames < 0:
         raise ValueError(f"chunk_frames must be >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
-    (total,) = check_mels([mel], cfg, dtype)
-    z = np.asarray(draw_noise(z, [total], total, temperature, rng))[0]
-    params = inference_params(model, params)  # once, not in every chunk's call
     spans = chunk_spans(mel.shape[1], cfg, chunk_frames, overlap_frames)
     size = max(n for _, n, _, _ in spans)  # every chunk padded to one program
     hop = cfg.hop_length
     for start, n, keep_from, keep_to in spans:
-        piece = mel[:, start : start + n]
-        zs = z[start * hop : start * hop + output_length(n, cfg)]
-        audio = synthesize_batch(model, params, [piece], z=[zs], dtype=dtype, bucket_frames=size)[0]
+        t = output_length(n, cfg)
+        zs = noise[None, start * hop : start * hop + t]
+        audio = synthesize_prepared(model, params, [mel[:, start : start + n]], [t], zs, dtype, bucket_frames=size)[0]
         yield audio[keep_from:keep_to]
-
-
-def synthesize(
-    model: AudioFlow,
-    params: Any,
-    mel: Any,
-    *,
-    temperature: float = 1.0,
-    dtype: str = "float32",
-    z: Any = None,
-    rng: jax.Array | None = None,
-    chunk_frames: int | None = None,
-    overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
-    **options: Any,
-) -> Any:
-    """Audio from mel spectrograms: `synthesize_batch` (one program for the batch; see it for `mel`, `z`,
-    `rng`, `temperature`, `dtype` and its `options`), except that mels longer than `chunk_frames` are
-    synthesised chunk by chunk (`synthesize_chunks`, with `overlap_frames` of context) from the same z,
-    so memory is bounded whatever their length. chunk_frames None: chunk only a batch holding a mel
-    longer than LONG_FRAMES (in chunks of DEFAULT_CHUNK_FRAMES); 0: never chunk."""
-    cfg = model.config
-    mels, batched = as_batch(mel, cfg.cond_channels)
-    longest = max((m.shape[1] for m in mels), default=0)
-    if chunk_frames is None:
-        chunk_frames = DEFAULT_CHUNK_FRAMES if longest > LONG_FRAMES else 0
-    if not chunk_frames or longest <= chunk_frames:
-        return synthesize_batch(model, params, mel, temperature=temperature, dtype=dtype, z=z, rng=rng, **options)
-    lengths = check_mels(mels, cfg, dtype)
-    noise = np.asarray(draw_noise(z, lengths, max(lengths), temperature, rng))
-    params = inference_params(model, params)
-    outs = [
-        np.concatenate(
-            list(
-                synthesize_chunks(
-                    model, params, m, chunk_frames=chunk_frames, overlap_frames=overlap_frames, dtype=dtype, z=zs[:t]
-                )
-            )
-        )
-        for m, zs, t in zip(mels, noise, lengths, strict=True)
-    ]
-    return np.stack(outs) if batched else outs

@@ -13,19 +13,18 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 
 from nanoflow_jax.audio.conventions import CONVENTIONS, check_filterbank, convention_warning, load_stats, to_model_mel
 from nanoflow_jax.audio.io import write_wav, write_wav_stream
 from nanoflow_jax.errors import InputError, OutputError, UsageError
 from nanoflow_jax.files import check_input_file, check_not_input, file_in_the_way, resolve_path
 from nanoflow_jax.models import POLICIES
-from nanoflow_jax.models.audio_params import inference_params
 from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field, rule_of
-from nanoflow_jax.synth.chunked import DEFAULT_OVERLAP_FRAMES, synthesize, synthesize_chunks
+from nanoflow_jax.synth.chunked import DEFAULT_OVERLAP_FRAMES
 from nanoflow_jax.synth.denoise import Denoiser
 from nanoflow_jax.synth.fast import bucket_batch, bucket_frames_for
-from nanoflow_jax.synth.loading import load_mel, load_vocoder, wav_mel
+from nanoflow_jax.synth.loading import load_mel, wav_mel
+from nanoflow_jax.synth.vocoder import PreparedMels, Vocoder, load_vocoder
 
 DEFAULT_OUT = "synth_out"
 
@@ -174,51 +173,56 @@ def run(args: SynthArgs, log=print) -> list[str]:
     inputs = _inputs(args)
     outs = _out_paths(args, inputs)
     _check_outputs(args, inputs, outs)
-    if args.checkpoint or args.official or args.config:
-        model, params, mel_cfg = load_vocoder(args.checkpoint, args.official, args.config)
-    else:
-        from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info, voice_mel_config
+    vocoder = load_vocoder(args.checkpoint, args.official, args.config)
+    if not (args.checkpoint or args.official or args.config):
+        from nanoflow_jax.voices import voice_info
 
-        model, params = load_voice()
-        mel_cfg = voice_mel_config()
-        log(f"no --checkpoint or --official: the shipped voice {DEFAULT_VOICE} ({voice_info()['summary']})")
-    cfg = model.config
+        log(f"no --checkpoint or --official: the shipped {vocoder.name} ({voice_info()['summary']})")
+    cfg, mel_cfg, rate = vocoder.config, vocoder.mel_config, vocoder.sample_rate
     stats = None
     if args.mel_convention != "tacotron2":
         check_filterbank(mel_cfg, args.mel_fmin, args.mel_fmax, args.mel_convention)
         if args.mel_stats:
             stats = load_stats(args.mel_stats, cfg.cond_channels)
 
-    def load(kind: str, path: str, warn: bool = False) -> np.ndarray:
+    def load(kind: str, path: str, warn: bool = False) -> PreparedMels:
+        """One input as the vocoder's checked mel: read, converted, checked once (errors name the file)."""
         if kind == "wav":
-            return wav_mel(path, mel_cfg, cfg)
-        mel = to_model_mel(load_mel(path, cfg), args.mel_convention, mel_cfg, stats)
-        warning = convention_warning(mel, mel_cfg) if warn else None
-        if warning:
-            log(f"warning: {os.path.basename(path)}: {warning}")
-        return mel
+            mel = wav_mel(path, mel_cfg, cfg)
+        else:
+            mel = to_model_mel(load_mel(path, cfg), args.mel_convention, mel_cfg, stats)
+            warning = convention_warning(mel, mel_cfg) if warn else None
+            if warning:
+                log(f"warning: {os.path.basename(path)}: {warning}")
+        try:
+            return vocoder.prepare(mel)
+        except ValueError as e:
+            raise InputError(f"{path}: {e}") from None
 
     kept = {}  # one input is kept from the check to its synthesis; a folder's are read again in turn
     for i, (kind, path) in enumerate(inputs):  # check every input before the first compilation
-        mel = load(kind, path, warn=True)
         if len(inputs) == 1:
-            kept[i] = mel
-    mels = lambda lo, hi: [kept[i] if i in kept else load(*inputs[i]) for i in range(lo, hi)]  # noqa: E731
-    params = inference_params(model, params)  # once, not in every synthesize call
-    denoiser = Denoiser(model, params, mel_cfg, dtype=args.dtype) if args.denoise > 0 else None
+            kept[i] = load(kind, path, warn=True)
+        else:
+            load(kind, path, warn=True)  # checked and let go: a folder is never held at once
+
+    def mels(lo: int, hi: int) -> PreparedMels:
+        items = [kept[i] if i in kept else load(*inputs[i]) for i in range(lo, hi)]
+        return PreparedMels(tuple(p.mels[0] for p in items), tuple(p.lengths[0] for p in items), False)
+
+    denoiser = Denoiser(vocoder, dtype=args.dtype) if args.denoise > 0 else None
     rng = jax.random.PRNGKey(args.seed)
     if args.chunk_frames:
-        return _run_chunked(args, model, params, mels, outs, mel_cfg.sample_rate, rng, log)
+        return _run_chunked(args, vocoder, mels, outs, rng, log)
     written, total_audio, total_wall = [], 0.0, 0.0
     seen_shapes = set()
     for start in range(0, len(inputs), args.batch):
-        chunk = mels(start, min(start + args.batch, len(inputs)))
-        shape = (bucket_batch(len(chunk)), bucket_frames_for(max(m.shape[1] for m in chunk), args.bucket or None))
+        batch = mels(start, min(start + args.batch, len(inputs)))
+        longest = max(m.shape[1] for m in batch.mels)
+        shape = (bucket_batch(len(batch.mels)), bucket_frames_for(longest, args.bucket or None))
         t0 = time.perf_counter()
-        audio = synthesize(
-            model,
-            params,
-            chunk,
+        audio = vocoder.synthesize(
+            batch,
             temperature=args.temperature,
             dtype=args.dtype,
             rng=jax.random.fold_in(rng, start),
@@ -227,34 +231,30 @@ def run(args: SynthArgs, log=print) -> list[str]:
         wall = time.perf_counter() - t0
         note = "" if shape in seen_shapes else " (includes compiling)"
         seen_shapes.add(shape)
-        secs = sum(len(a) for a in audio) / mel_cfg.sample_rate
+        secs = sum(len(a) for a in audio) / rate
         total_audio, total_wall = total_audio + secs, total_wall + wall
         for a, path in zip(audio, outs[start : start + args.batch], strict=True):
             if denoiser is not None:
                 a = denoiser(a, args.denoise)
-            write_wav(path, a, mel_cfg.sample_rate)
+            write_wav(path, a, rate)
             written.append(path)
         names = ", ".join(os.path.basename(p) for p in outs[start : start + args.batch])
-        log(f"{names}: {secs:.2f} s of audio in {wall:.2f} s{note}: {_speed(secs, wall, mel_cfg.sample_rate)}")
+        log(f"{names}: {secs:.2f} s of audio in {wall:.2f} s{note}: {_speed(secs, wall, rate)}")
     if len(inputs) > 1:
-        log(
-            f"total: {total_audio:.2f} s of audio in {total_wall:.2f} s: "
-            f"{_speed(total_audio, total_wall, mel_cfg.sample_rate)}"
-        )
+        log(f"total: {total_audio:.2f} s of audio in {total_wall:.2f} s: {_speed(total_audio, total_wall, rate)}")
     return written
 
 
-def _run_chunked(args: SynthArgs, model, params, mels, outs, rate: int, rng, log) -> list[str]:
+def _run_chunked(args: SynthArgs, vocoder: Vocoder, mels, outs, rng, log) -> list[str]:
     """Each input chunk by chunk, each chunk written as it comes; the time to the first chunk logged."""
+    rate = vocoder.sample_rate
     for i, path in enumerate(outs):
-        mel = mels(i, i + 1)[0]
+        mel = mels(i, i + 1)
         t0 = time.perf_counter()
         first: list[float] = []
 
         def pieces(mel=mel, i=i, t0=t0, first=first):
-            for piece in synthesize_chunks(
-                model,
-                params,
+            for piece in vocoder.synthesize_chunks(
                 mel,
                 chunk_frames=args.chunk_frames,
                 overlap_frames=args.overlap_frames,

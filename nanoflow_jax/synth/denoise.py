@@ -4,23 +4,20 @@ scaled by `strength`, from the magnitude of any synthesised audio (phase kept, f
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from scipy import signal
 
 from nanoflow_jax.audio.mel import MelConfig
-from nanoflow_jax.models import AudioFlow
-from nanoflow_jax.synth.chunked import synthesize
-from nanoflow_jax.synth.fast import SILENCE, output_length
+from nanoflow_jax.synth.fast import SILENCE
+from nanoflow_jax.synth.vocoder import Vocoder
 
 
 class Denoiser:
-    def __init__(self, model: AudioFlow, params: Any, mel_config: Any = None, frames: int = 88, dtype: str = "float32"):
-        self.mel = MelConfig.from_any(mel_config)
-        silent = np.full((model.config.cond_channels, frames), SILENCE, np.float32)
-        z = np.zeros((1, output_length(frames, model.config)), np.float32)
-        bias_audio = synthesize(model, params, silent, z=z, dtype=dtype)[0]
+    def __init__(self, vocoder: Vocoder, frames: int = 88, dtype: str = "float32"):
+        self.mel = vocoder.mel_config or MelConfig()
+        silent = np.full((vocoder.config.cond_channels, frames), SILENCE, np.float32)
+        z = np.zeros((1, vocoder.output_length(frames)), np.float32)
+        bias_audio = vocoder.synthesize(silent, z=z, dtype=dtype)[0]
         self.bias_spectrum = np.abs(self._stft(bias_audio)).mean(axis=1, keepdims=True)
 
     def _stft(self, audio: np.ndarray) -> np.ndarray:

@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nanoflow_jax.flows import from_rows, make_coupling
-from nanoflow_jax.models import POLICIES, AudioFlow, ModelConfig, precision_policy
-from nanoflow_jax.models.audio_params import inference_params
+from nanoflow_jax.models import AudioFlow, ModelConfig, precision_policy
 from nanoflow_jax.models.platform import on_platform
 from nanoflow_jax.models.precision import Precision
 from nanoflow_jax.models.row_estimator import RowEstimator
@@ -171,11 +170,9 @@ def as_batch(mel: Any, bands: int) -> tuple[list[np.ndarray], bool]:
     return list(m), True
 
 
-def check_mels(mels: Sequence[np.ndarray], cfg: ModelConfig, dtype: str) -> list[int]:
-    """The output length of each (bands, F) mel, after checking that there is one, each is finite and long
-    enough, and `dtype` is a policy."""
-    if dtype not in POLICIES:
-        raise ValueError(f"dtype must be one of {', '.join(POLICIES)}, got {dtype!r}")
+def check_mels(mels: Sequence[np.ndarray], cfg: ModelConfig) -> list[int]:
+    """The output length of each (bands, F) mel, after checking that there is one, and each is finite and
+    long enough."""
     if not mels:
         raise ValueError("no mel spectrograms given")
     lengths = [output_length(m.shape[1], cfg) for m in mels]
@@ -188,37 +185,24 @@ def check_mels(mels: Sequence[np.ndarray], cfg: ModelConfig, dtype: str) -> list
     return lengths
 
 
-def synthesize_batch(
+def synthesize_prepared(
     model: AudioFlow,
     params: Any,
-    mel: Any,
-    *,
-    temperature: float = 1.0,
+    mels: Sequence[np.ndarray],
+    lengths: Sequence[int],
+    noise: Any,
     dtype: str = "float32",
-    z: Any = None,
-    rng: jax.Array | None = None,
     cache_cond: bool | None = None,
     bucket_frames: int | None = None,
-) -> Any:
-    """Audio from mel spectrograms with the cached fast inverse, the whole batch in one program (`synthesize`
-    chunks long mels over time around this).
-
-    mel: (bands, F) or (B, bands, F) array, or a list of (bands, F_i) arrays of different lengths
-        (padded to the longest, each output trimmed to its own length).
-    Each mel of F frames gives hop * (F - 3) samples (the official synthesis' trim, down to a
-    multiple of G). z: the latent noise, (B, T) or a list of (T_i,), else temperature * N(0, 1) from
-    `rng` (default PRNGKey(0)). dtype: "float32", "float16" or "bfloat16" for the estimator's matmuls;
-    a non-finite result in reduced precision is redone in float32 with a warning.
-    bucket_frames: pad the batch's frame count up to a multiple of this; None (default): to one of eight
-    steps per octave (`bucket_frames_for`, at most 12.5% padding); 1: no padding. The batch is padded too (to a power of
-    two up to 8, then a multiple of 8), so batches of nearby sizes and lengths share one compiled
-    program; the outputs are exact all the same (padding is masked and trimmed).
-    cache_cond: keep the shared layers' conditioning terms for all rows (default: when under 1 GiB).
-    Returns (B, T) for an array input and a list of 1-D arrays for a list.
-    """
+) -> list[np.ndarray]:
+    """The whole batch in one program, from what has been prepared once (`vocoder.Vocoder`): (bands, F)
+    mels already checked (`check_mels` gave `lengths`), inference-form params, noise (B, >= max(lengths)).
+    Nothing is checked or folded again. Frame counts are padded to `bucket_frames_for(max F,
+    bucket_frames)` and the batch to `bucket_batch`, so nearby sizes share a program; padding is masked
+    and trimmed, so the outputs are exact. `cache_cond`: keep the shared layers' conditioning terms for
+    all rows (default: when under 1 GiB). A non-finite result in reduced precision is redone in float32
+    with a warning. -> one 1-D array per mel."""
     cfg = model.config
-    mels, batched = as_batch(mel, cfg.cond_channels)
-    lengths = check_mels(mels, cfg, dtype)
     frames = [m.shape[1] for m in mels]
     f_max = bucket_frames_for(max(frames), bucket_frames)
     t_max = output_length(f_max, cfg)
@@ -226,11 +210,11 @@ def synthesize_batch(
     silent = np.full((cfg.cond_channels, f_max), SILENCE, np.float32)
     mel_b = np.stack([np.pad(m, ((0, 0), (0, f_max - m.shape[1])), constant_values=SILENCE) for m in mels])
     mel_b = np.concatenate([mel_b, np.broadcast_to(silent, (b_pad - b,) + silent.shape)])
-    z_b = jnp.pad(draw_noise(z, lengths, t_max, temperature, rng), ((0, b_pad - b), (0, 0)))
+    noise = jnp.asarray(noise, jnp.float32)[:, : max(lengths)]
+    z_b = jnp.pad(noise, ((0, b_pad - b), (0, t_max - noise.shape[1])))
     widths = jnp.asarray([t // cfg.n_groups for t in lengths] + [0] * (b_pad - b))  # padding rows: none valid
     if cache_cond is None:
         cache_cond = cache_cond_fits(cfg, b_pad, t_max)
-    params = inference_params(model, params)
 
     def run(dt):
         return np.asarray(synthesis_fn(cfg, dt, True, cache_cond)(params, jnp.asarray(mel_b), z_b, widths))[:b]
@@ -241,7 +225,7 @@ def synthesize_batch(
         warnings.warn(f"synthesis in {dtype} gave non-finite samples; redoing it in float32", stacklevel=2)
         audio = run("float32")
         outs = [a[:t] for a, t in zip(audio, lengths, strict=True)]
-    return np.stack(outs) if batched else outs
+    return outs
 
 
 def bucket_frames_for(frames: int, step: int | None = None) -> int:

@@ -9,16 +9,15 @@ from typing import Any
 import numpy as np
 
 from nanoflow_jax.audio.io import read_audio, read_mel, resample
-from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram_long, n_frames
+from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram_long
 from nanoflow_jax.checkpoints import load_checkpoint
 from nanoflow_jax.convert import load_official, official_data_config, read_official
 from nanoflow_jax.errors import CheckpointError, InputError, UsageError
 from nanoflow_jax.files import memory_budget
 from nanoflow_jax.models import AudioFlow, ModelConfig
-from nanoflow_jax.synth.fast import min_frames, output_length
 
 
-def load_vocoder(
+def load_model(
     checkpoint: str | None = None, official: str | None = None, config: str | None = None
 ) -> tuple[AudioFlow, Any, MelConfig]:
     """-> (model, params, MelConfig) from a checkpoint folder of ours, or an official checkpoint and its
@@ -58,15 +57,12 @@ def max_mel_frames(cfg: ModelConfig) -> int:
 
 
 def load_mel(path: str, cfg: ModelConfig, max_frames: int | None = None) -> np.ndarray:
-    """A .npy mel as (n_mels, frames) float32 (`audio.io.read_mel`), at most `max_frames` long (default:
-    what this machine's memory can synthesise) and long enough to synthesise."""
+    """A .npy mel as (n_mels, frames) float32 (`audio.io.read_mel`: the file's header and values checked),
+    at most `max_frames` long (default: what this machine's memory can synthesise). Whether it is long
+    enough to synthesise is `Vocoder.prepare`'s one check."""
     limit = max_mel_frames(cfg) if max_frames is None else max_frames
     why = f"this machine's memory can synthesise (~{frame_bytes(cfg)} bytes a frame)"
-    m = read_mel(path, cfg.cond_channels, limit, why)
-    need = min_frames(cfg)
-    if m.shape[1] < need:
-        raise InputError(f"{path}: mel has {m.shape[1]} frames; at least {need} are needed")
-    return m
+    return read_mel(path, cfg.cond_channels, limit, why)
 
 
 def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:
@@ -76,7 +72,6 @@ def wav_mel(path: str, mel_cfg: MelConfig, cfg: ModelConfig) -> np.ndarray:
     per_second = mel_cfg.sample_rate * (2 * 4 + frame_bytes(cfg) / mel_cfg.hop_length)
     audio, rate = read_audio(path, extra_bytes_per_second=per_second)
     audio = resample(audio, rate, mel_cfg.sample_rate)
-    # the STFT needs more than n_fft / 2 samples, the synthesis enough frames for one column
-    if len(audio) <= mel_cfg.n_fft // 2 or output_length(n_frames(len(audio), mel_cfg.hop_length), cfg) <= 0:
+    if len(audio) <= mel_cfg.n_fft // 2:  # what the STFT's reflection needs
         raise InputError(f"{path}: too short to synthesise ({len(audio)} samples)")
     return mel_spectrogram_long(audio, mel_cfg)

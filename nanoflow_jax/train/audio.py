@@ -25,7 +25,7 @@ from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.models.audio_params import init_params
 from nanoflow_jax.models.params import count_params
 from nanoflow_jax.schema import Bool, Float, Int, Section, field
-from nanoflow_jax.synth import synthesize
+from nanoflow_jax.synth import Vocoder
 from nanoflow_jax.train import audio_eval
 from nanoflow_jax.train.figures import mel_figure, save_png
 from nanoflow_jax.train.optimizers import adam_halving
@@ -159,6 +159,7 @@ class AudioTask(Task):
         e, cfg = self.eval, MelConfig.from_any(self.data)
         rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed + 1), step)
         model_rows, gl_rows = [], []
+        vocoder = Vocoder(self.eval_model, params, cfg)  # folded once for every utterance
         count, total = min(e.quality_utterances, len(self.test_set)), len(self.test_set)
         for i in (j * total // count for j in range(count)):  # spread over the split: every speaker
             x = self.test_set.load(i)[: int(e.synth_seconds * cfg.sample_rate)]
@@ -166,7 +167,7 @@ class AudioTask(Task):
             if len(x) < 8 * cfg.hop_length:
                 continue
             mel = quality.log_mel(x, cfg)
-            y = synthesize(self.eval_model, params, mel, temperature=e.temperature, rng=jax.random.fold_in(rng, i))[0]
+            y = vocoder.synthesize(mel, temperature=e.temperature, rng=jax.random.fold_in(rng, i))[0]
             if not np.all(np.isfinite(y)):
                 continue
             n = len(y)
@@ -191,7 +192,7 @@ class AudioTask(Task):
         audio = audio[: len(audio) // self.multiple * self.multiple]
         mel = mel_spectrogram(jnp.asarray(audio[None]), self.data)
         rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed), step)
-        y = synthesize(self.eval_model, params, mel, temperature=e.temperature, rng=rng)[0]
+        y = Vocoder(self.eval_model, params, self.data).synthesize(mel, temperature=e.temperature, rng=rng)[0]
         out = os.path.join(self.workdir, "samples")
         os.makedirs(out, exist_ok=True)
         if not np.all(np.isfinite(y)):
