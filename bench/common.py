@@ -66,7 +66,7 @@ def train_program(cfg: ModelConfig, dtype: str, batch: int, segment: int, remat:
     non-finite skip; float16 adds loss scaling) on `batch` random crops, AOT-compiled -> (run, info):
     `run()` takes one step (the state, which the step donates, is carried) and returns its metrics."""
     from nanoflow_jax.audio.mel import MelConfig
-    from nanoflow_jax.train.audio_eval import audio_nll
+    from nanoflow_jax.train.audio_loss import audio_nll
     from nanoflow_jax.train.optimizers import adam_halving
     from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
 

@@ -24,7 +24,7 @@ def main() -> None:
     import numpy as np
 
     from configs import demo
-    from nanoflow_jax.train import audio_eval
+    from nanoflow_jax.train import audio_eval, audio_loss
     from nanoflow_jax.train.run import task_from_config
 
     config = demo.get_config()
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; {len(utterances)} demo test utterances")
 
     jax.clear_caches()
-    alone = jax.jit(audio_eval.audio_nll(model, task.data))
+    alone = jax.jit(audio_loss.audio_nll(model, task.data))
     t0 = time.perf_counter()
     per = [float(alone(params, jnp.asarray(x[None]))) for x in utterances]
     before = time.perf_counter() - t0
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"per utterance:  {lengths:3d} compilations (one per length), {before:6.1f} s, NLL {np.mean(per):.6f}")
 
     jax.clear_caches()
-    fn = jax.jit(audio_eval.utterance_nll(model, task.data))
+    fn = jax.jit(audio_loss.utterance_nll(model, task.data))
     t0 = time.perf_counter()
     mean, shapes = audio_eval.nll_on_utterances(
         fn, params, data, len(utterances), task.multiple, task.eval.batch_size * task.data.segment_length

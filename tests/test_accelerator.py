@@ -17,7 +17,7 @@ import nanoflow_jax as nf
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.models.audio_params import inference_params, init_params
 from nanoflow_jax.synth.fast import output_length, synthesis_fn
-from nanoflow_jax.train.audio_eval import audio_nll
+from nanoflow_jax.train.audio_loss import audio_nll
 from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
 from tests.conftest import DATA
 

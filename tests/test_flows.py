@@ -149,3 +149,19 @@ def test_bad_inputs_are_clear_errors():
         model.apply(params, jnp.zeros((2, 4 * 100)), mel)
     with pytest.raises(ValueError, match=r"\(batch, samples\)"):
         model.apply(params, audio[0], mel)
+
+
+def test_nll_per_item_is_the_loss_per_item_and_masks_padding():
+    from nanoflow_jax.flows import nll, nll_per_item
+
+    z = jax.random.normal(jax.random.PRNGKey(0), (3, 64))
+    logdet = jnp.asarray([1.0, -2.0, 0.5])
+    per = nll_per_item(z, logdet)
+    np.testing.assert_allclose(per.mean(), nll(z, logdet), rtol=1e-6)
+    for b in range(3):
+        np.testing.assert_allclose(per[b], nll(z[b : b + 1], logdet[b : b + 1]), rtol=1e-6)
+    lengths = jnp.asarray([64, 40, 8])
+    padded = z.at[1, 40:].set(1e3).at[2, 8:].set(-1e3)  # what lies past an item's length is ignored
+    masked = nll_per_item(padded, logdet, lengths)
+    for b, t in enumerate([64, 40, 8]):
+        np.testing.assert_allclose(masked[b], nll(z[b : b + 1, :t], logdet[b : b + 1]), rtol=1e-6)

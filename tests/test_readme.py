@@ -117,9 +117,14 @@ def test_readme_main_job_and_synthesis_run_as_written(tmp_path):
     assert config.model.channels == 32 and model.config.channels == 32
 
 
-def test_readme_library_snippet_runs(capsys):
+def test_readme_library_snippet_runs(tmp_path):
+    """As a user runs it: in a folder of their own, outside the repository (no `configs` on the path)."""
     snippet = re.findall(r"```python\n(.*?)```", README, re.S)[0]
-    exec(compile(snippet, "README.md", "exec"), {})
-    loss, err, n_train, n_infer = capsys.readouterr().out.split()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    loss, err, n_train, n_infer = r.stdout.split()
     assert float(err) < 1e-4
     assert (int(n_train), int(n_infer)) == (3865188, 2818530)

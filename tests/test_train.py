@@ -18,7 +18,7 @@ import nanoflow_jax as nf
 from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.models.conv import causal_conv2d
 from nanoflow_jax.models.precision import POLICIES
-from nanoflow_jax.train.audio_eval import audio_nll
+from nanoflow_jax.train.audio_loss import audio_nll
 from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -282,7 +282,7 @@ def test_whole_utterance_eval_is_bucketed_and_unchanged():
     """Padded to power-of-two buckets, batched and masked: the same per-utterance NLL as each utterance
     alone (the paper's protocol), with one compilation per bucket instead of one per length."""
     from nanoflow_jax.data import load_splits
-    from nanoflow_jax.train import audio_eval
+    from nanoflow_jax.train import audio_eval, audio_loss
     from tests.helpers import perturb
     from tests.test_data import data_cfg
 
@@ -296,7 +296,7 @@ def test_whole_utterance_eval_is_bucketed_and_unchanged():
     for i in range(len(test_set)):
         x = test_set.load(i)
         per_utterance.append(float(alone(params, jnp.asarray(x[None, : len(x) // 256 * 256]))))
-    fn = jax.jit(audio_eval.utterance_nll(model, mel_cfg))
+    fn = jax.jit(audio_loss.utterance_nll(model, mel_cfg))
     mean, n_shapes = audio_eval.nll_on_utterances(fn, params, test_set, None, 256, 4 * 8192)
     lengths = {len(test_set.load(i)) // 256 for i in range(len(test_set))}
     assert len(lengths) == len(test_set) == 6 and n_shapes <= 3, (lengths, n_shapes)

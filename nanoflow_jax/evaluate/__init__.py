@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +24,9 @@ from nanoflow_jax.audio.mel import MelConfig
 from nanoflow_jax.data.sources import list_files, split_test
 from nanoflow_jax.errors import DataError
 from nanoflow_jax.synth import Vocoder
-from nanoflow_jax.synth.fast import bucket_frames_for
-from nanoflow_jax.train.audio_eval import bucket_length, utterance_nll
+from nanoflow_jax.synth.scoring import CopySynthesisScorer
+from nanoflow_jax.train.audio_eval import bucket_length
+from nanoflow_jax.train.audio_loss import utterance_nll
 
 SYSTEMS = ("model", "griffin_lim")
 COLUMNS = ("ll", *quality.METRICS, "rtf")
@@ -62,14 +62,6 @@ def _progress(i: int, n: int, what: str) -> None:
         print(f"[{i}/{n}] {what}", file=sys.stderr, flush=True)
 
 
-def _timed(fn: Callable[[], np.ndarray], warm: bool) -> tuple[np.ndarray, float]:
-    if warm:
-        fn()  # compile this shape
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def evaluate(
     model: Any,
     params: Any,
@@ -83,46 +75,28 @@ def evaluate(
 ) -> dict[str, Any]:
     """Per-utterance and mean figures (see the module docstring) as a JSON-ready dict; without
     `baseline`, the model's alone (Griffin-Lim's figures NaN)."""
-    cfg = model.config
-    rate, hop = mel_cfg.sample_rate, mel_cfg.hop_length
-    vocoder = Vocoder(model, params, mel_cfg)
+    rate = mel_cfg.sample_rate
+    scorer = CopySynthesisScorer(Vocoder(model, params, mel_cfg), griffin_lim_iters, seed, timed=True)
     nll_fn = jax.jit(utterance_nll(model, mel_cfg))
-    multiple = math.lcm(cfg.hop_length, cfg.n_groups)
     rng = jax.random.PRNGKey(seed)
     files = [(s, f) for s, fs in speakers.items() for f in fs]
-    seen: set[tuple[str, int]] = set()
     rows = []
     for i, (speaker, path) in enumerate(files):
         progress(i, len(files), os.path.basename(path))
         x, sr = read_audio(path)
-        x = resample(x, sr, rate)
-        t = len(x) // multiple * multiple
-        if t < 8 * hop:
+        x = scorer.trim(resample(x, sr, rate))
+        if x is None:
             continue
-        x = x[:t]
-        padded = bucket_length(t, multiple)
+        padded = bucket_length(len(x), scorer.multiple)
         audio = np.zeros((1, padded), np.float32)
-        audio[0, :t] = x
-        nll = float(nll_fn(params, jnp.asarray(audio), jnp.asarray([t], jnp.int32))[0])
-        mel = quality.log_mel(x, mel_cfg)
-        key = jax.random.fold_in(rng, i)
-
-        def vocode(mel=mel, key=key):
-            return np.asarray(vocoder.synthesize(mel, temperature=temperature, rng=key)[0])  # blocks
-
-        frames_bucket = ("model", bucket_frames_for(mel.shape[1]))
-        y, wall_model = _timed(vocode, frames_bucket not in seen)
-        seen.add(frames_bucket)
-        outputs = [("model", y, wall_model)]
-        if baseline:
-            g, wall_gl = _timed(lambda mel=mel: quality.griffin_lim(mel, mel_cfg, griffin_lim_iters, seed), False)
-            outputs.append(("griffin_lim", g, wall_gl))
-        n = min(len(x), *(len(out) for _, out, _ in outputs))  # one reference segment for every system
-        row = {"speaker": speaker, "file": os.path.basename(path), "seconds": n / rate, "ll": -nll}
-        row["griffin_lim"] = dict.fromkeys((*quality.METRICS, "rtf"), math.nan)
-        for system, out, wall in outputs:
-            m = quality.all_metrics(x[:n], out[:n], mel, mel_cfg)
-            row[system] = {**m, "rtf": wall / (len(out) / rate)}
+        audio[0, : len(x)] = x
+        nll = float(nll_fn(params, jnp.asarray(audio), jnp.asarray([len(x)], jnp.int32))[0])
+        scored = scorer(x, temperature, jax.random.fold_in(rng, i), griffin_lim=baseline)
+        if scored is None:  # the model's synthesis was not finite
+            continue
+        row = {"speaker": speaker, "file": os.path.basename(path), "seconds": scored["seconds"], "ll": -nll}
+        row["model"] = scored["model"]
+        row["griffin_lim"] = scored.get("griffin_lim", dict.fromkeys((*quality.METRICS, "rtf"), math.nan))
         rows.append(row)
     progress(len(files), len(files), "done")
     if sys.stderr.isatty():

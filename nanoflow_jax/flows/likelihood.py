@@ -21,6 +21,18 @@ def nll(z: Array, logdet: Array, sigma: float = 1.0) -> Array:
     return (jnp.sum(per_elem) - jnp.sum(logdet)) / z.size
 
 
+def nll_per_item(z: Array, logdet: Array, lengths: Array | None = None) -> Array:
+    """(B,) negative log-likelihood per element of each item in nats under N(0, 1), the same arithmetic as
+    `nll`; with `lengths` (B,), only each item's first lengths[b] elements of z (B, T) count (padding
+    masked; its log-det must already leave the padding out)."""
+    z = z.astype(jnp.float32).reshape(z.shape[0], -1)
+    per_elem = 0.5 * jnp.square(z) + 0.5 * math.log(2.0 * math.pi)
+    if lengths is None:
+        return (jnp.sum(per_elem, axis=1) - logdet) / z.shape[1]
+    valid = jnp.arange(z.shape[1])[None] < lengths[:, None]
+    return (jnp.sum(jnp.where(valid, per_elem, 0.0), axis=1) - logdet) / jnp.maximum(lengths, 1)
+
+
 def bits_per_dim(log_likelihood: Array, dims: int) -> Array:
     """Log-likelihood in nats of `dims` dimensions -> bits per dimension."""
     return -log_likelihood / (math.log(2.0) * dims)

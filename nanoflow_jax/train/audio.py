@@ -26,7 +26,8 @@ from nanoflow_jax.models.audio_params import init_params
 from nanoflow_jax.models.params import count_params
 from nanoflow_jax.schema import Bool, Float, Int, Section, field
 from nanoflow_jax.synth import Vocoder
-from nanoflow_jax.train import audio_eval
+from nanoflow_jax.synth.scoring import CopySynthesisScorer
+from nanoflow_jax.train import audio_eval, audio_loss
 from nanoflow_jax.train.figures import mel_figure, save_png
 from nanoflow_jax.train.optimizers import adam_halving
 from nanoflow_jax.train.summaries import Writer
@@ -103,8 +104,8 @@ class AudioTask(Task):
                 f"the test split is empty: {len(self.train_set)} files with test_fraction={self.data.test_fraction}"
             )
         self.eval_crops = audio_eval.fixed_crops(self.test_set, self.eval.num_crops, self.data.segment_length)
-        self.nll_fn = jax.jit(audio_eval.audio_nll(self.eval_model, self.data))
-        self.utterance_nll_fn = jax.jit(audio_eval.utterance_nll(self.eval_model, self.data))
+        self.nll_fn = jax.jit(audio_loss.audio_nll(self.eval_model, self.data))
+        self.utterance_nll_fn = jax.jit(audio_loss.utterance_nll(self.eval_model, self.data))
 
     def init_variables(self, rng: jax.Array) -> Any:
         return init_params(self.model, rng)
@@ -118,7 +119,7 @@ class AudioTask(Task):
         return adam_halving(t.learning_rate, t.lr_decay_every, t.lr_decay_factor, t.grad_clip_norm)
 
     def loss(self, params: Any, batch: jax.Array) -> jax.Array:
-        return audio_eval.audio_nll(self.model, self.data)(params, batch)
+        return audio_loss.audio_nll(self.model, self.data)(params, batch)
 
     def batches(self, position: int) -> CropLoader:
         local = self.train.batch_size // jax.process_count()
@@ -158,22 +159,17 @@ class AudioTask(Task):
 
         e, cfg = self.eval, MelConfig.from_any(self.data)
         rng = jax.random.fold_in(jax.random.PRNGKey(self.train.seed + 1), step)
+        scorer = CopySynthesisScorer(Vocoder(self.eval_model, params, cfg))  # folded once for every utterance
         model_rows, gl_rows = [], []
-        vocoder = Vocoder(self.eval_model, params, cfg)  # folded once for every utterance
         count, total = min(e.quality_utterances, len(self.test_set)), len(self.test_set)
         for i in (j * total // count for j in range(count)):  # spread over the split: every speaker
             x = self.test_set.load(i)[: int(e.synth_seconds * cfg.sample_rate)]
-            x = x[: len(x) // self.multiple * self.multiple]
-            if len(x) < 8 * cfg.hop_length:
+            scored = scorer(x, e.temperature, jax.random.fold_in(rng, i), griffin_lim=self._griffin_lim is None)
+            if scored is None:
                 continue
-            mel = quality.log_mel(x, cfg)
-            y = vocoder.synthesize(mel, temperature=e.temperature, rng=jax.random.fold_in(rng, i))[0]
-            if not np.all(np.isfinite(y)):
-                continue
-            n = len(y)
-            model_rows.append(quality.all_metrics(x[:n], y, mel, cfg))
-            if self._griffin_lim is None:
-                gl_rows.append(quality.all_metrics(x[:n], quality.griffin_lim(mel, cfg)[:n], mel, cfg))
+            model_rows.append(scored["model"])
+            if "griffin_lim" in scored:
+                gl_rows.append(scored["griffin_lim"])
         if self._griffin_lim is None and gl_rows:
             self._griffin_lim = {
                 f"quality_griffin_lim/{k}": quality.finite_mean(r[k] for r in gl_rows) for k in quality.METRICS

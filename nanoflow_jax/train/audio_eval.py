@@ -1,4 +1,5 @@
-"""Test-set likelihood: on fixed random crops, and on full utterances (the paper's protocol).
+"""Test-set likelihood (the loss of `audio_loss`): on fixed random crops, and on full utterances (the
+paper's protocol).
 
 Full utterances are cut to a multiple of 256 samples (the hop) and the NLL averaged per utterance; the
 paper reports LL = -NLL in nats per sample.
@@ -12,25 +13,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from nanoflow_jax.audio.mel import MelConfig, mel_spectrogram
 from nanoflow_jax.data import AudioSet, crop
-from nanoflow_jax.flows import nll
-
-
-def audio_nll(model, mel_cfg: MelConfig) -> Callable:
-    """(params, audio (B, T)) -> mean NLL per sample, with the mel computed from the audio (on device):
-    the training loss and the evaluation metric. A batch {"audio", "mel"} (data.source=pairs) brings its
-    own mel, (B, bands, T // hop + 1)."""
-
-    def fn(params, batch):
-        if isinstance(batch, dict):
-            audio, mel = batch["audio"], batch["mel"]
-        else:
-            audio, mel = batch, mel_spectrogram(batch, mel_cfg)
-        z, logdet = model.apply(params, audio, mel)
-        return nll(z, logdet)
-
-    return fn
 
 
 def fixed_crops(data: AudioSet, n: int, length: int, seed: int = 0) -> np.ndarray:
@@ -43,19 +26,6 @@ def nll_on_crops(nll_fn: Callable, params, crops: np.ndarray, batch_size: int) -
     n = len(crops) // batch_size * batch_size
     vals = [float(nll_fn(params, jnp.asarray(crops[i : i + batch_size]))) for i in range(0, n, batch_size)]
     return float(np.mean(vals))
-
-
-def utterance_nll(model, mel_cfg: MelConfig) -> Callable:
-    """(params, audio (B, T) padded, lengths (B,)) -> (B,) NLL per sample of each item's first lengths[b]
-    samples, exactly as each would give alone (mel and flow masked, `AudioFlow`'s `lengths`)."""
-
-    def fn(params, audio, lengths):
-        z, logdet = model.apply(params, audio, mel_spectrogram(audio, mel_cfg, lengths), lengths=lengths)
-        valid = jnp.arange(audio.shape[1])[None] < lengths[:, None]
-        per_sample = 0.5 * (jnp.square(z) + math.log(2.0 * math.pi))
-        return (jnp.sum(jnp.where(valid, per_sample, 0.0), axis=1) - logdet) / jnp.maximum(lengths, 1)
-
-    return fn
 
 
 def bucket_length(length: int, multiple: int) -> int:
