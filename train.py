@@ -34,13 +34,13 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     from nanoflow_jax.cli import run_cli, use_compilation_cache
     from nanoflow_jax.train.distributed import initialize
-    from nanoflow_jax.train.run import task_from_config, train
+    from nanoflow_jax.train.run import run_task, task_from_config
 
     def run():
-        task_from_config(FLAGS.config)  # every config mistake is one line before anything starts
+        task = task_from_config(FLAGS.config, workdir=FLAGS.workdir)  # every config mistake: one line, first
         use_compilation_cache(FLAGS.compilation_cache)
         initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-        train(FLAGS.config, FLAGS.workdir, warm_start=FLAGS.warm_start)
+        run_task(task, warm_start=FLAGS.warm_start)
 
     run_cli(run, "train.py")
 

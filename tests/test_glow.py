@@ -292,7 +292,7 @@ def test_image_training_accumulates_and_warm_starts(tmp_path):
     config.train.update(eval_every=100, checkpoint_every=2)
     config.eval.update(batch_size=16, num_images=16, num_samples=2)
     logs = []
-    results = trainer.run(task_from_config(config), str(tmp_path / "a"), log=logs.append)
+    results = trainer.run(task_from_config(config, workdir=str(tmp_path / "a")), log=logs.append)
     assert results["step"] == 2 and np.isfinite(results["bpd"]), logs
     _, _, trained = nf.load_checkpoint(str(tmp_path / "a"))
     task = task_from_config(config)

@@ -78,8 +78,8 @@ class AudioTask(Task):
     }
     LOSS_NAME: ClassVar[str] = "loss"
 
-    def __init__(self, sections: dict[str, Section]):
-        super().__init__(sections)
+    def __init__(self, sections: dict[str, Section], workdir: str | None = None):
+        super().__init__(sections, workdir)
         t = self.train
         self.model = AudioFlow(self.model_config, remat=t.remat, dtype=t.compute_dtype)
         self.eval_model = AudioFlow(self.model_config)  # true float32, no remat

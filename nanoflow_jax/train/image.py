@@ -24,15 +24,13 @@ from nanoflow_jax.train.optimizers import adamax_warmup
 from nanoflow_jax.train.summaries import Writer
 from nanoflow_jax.train.trainer import Task, TrainConfig
 
-EPOCH = 781  # steps of batch 64 over CIFAR-10's 50,000 training images
-
 
 @dataclasses.dataclass(frozen=True)
 class ImageTrainConfig(TrainConfig):
     """The image task's optimiser: Adamax with weight decay after a linear warm-up (the recipes' numbers
     are in configs/)."""
 
-    warmup_steps: int = field(5 * EPOCH, Int(min=0), "steps of linear learning-rate warm-up")
+    warmup_steps: int = field(3905, Int(min=0), "steps of linear learning-rate warm-up (5 CIFAR-10 epochs)")
     weight_decay: float = field(5e-5, Float(min=0.0), "L2 weight decay added to the gradient (torch Adamax)")
     init_batch_size: int = field(512, Int(min=1), "images that initialise the ActNorms (official: 8 x 64)")
 
@@ -56,8 +54,8 @@ class ImageTask(Task):
     }
     LOSS_NAME: ClassVar[str] = "bpd"
 
-    def __init__(self, sections: dict[str, Section]):
-        super().__init__(sections)
+    def __init__(self, sections: dict[str, Section], workdir: str | None = None):
+        super().__init__(sections, workdir)
         self.model = ImageFlow(self.model_config, dtype=self.train.compute_dtype, remat=self.train.remat)
         model, n = ImageFlow(self.model_config), self.eval.num_samples  # evaluation: float32, built once
         self.bits_per_dim = jax.jit(lambda v, x: model.apply(v, x, method=ImageFlow.bits_per_dim))

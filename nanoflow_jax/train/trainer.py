@@ -73,14 +73,14 @@ class TrainConfig(Section):
 
 class Task:
     """What the trainer needs from a task; `train.audio` and `train.image` derive from it. `SECTIONS` names
-    the config section classes (model, data, train, eval); the constructor gets the checked sections."""
+    the config section classes (model, data, train, eval); the constructor gets the checked sections and
+    the run's folder (`workdir`, absolute; None for a task that is only checked or evaluated)."""
 
     SECTIONS: ClassVar[dict[str, type[Section]]]
     LOSS_NAME: ClassVar[str]  # what the loss is called in logs ("loss", "bpd")
-    workdir: str  # set by the trainer before the run
 
-    def __init__(self, sections: dict[str, Section]):
-        self.sections = sections
+    def __init__(self, sections: dict[str, Section], workdir: str | None = None):
+        self.sections, self.workdir = sections, workdir
         self.model_config, self.data = sections["model"], sections["data"]
         self.train: TrainConfig = sections["train"]
         self.eval = sections["eval"]
@@ -188,9 +188,11 @@ def check_resume_config(stored: Any, current: dict, source: str) -> None:
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable = print) -> dict:
-    """Train (or resume) in `workdir` (absolute); -> the last logged and evaluated metrics."""
-    t = task.train
+def run(task: Task, warm_start: str | None = None, log: Callable = print) -> dict:
+    """Train (or resume) `task` in its workdir; -> the last logged and evaluated metrics."""
+    if not task.workdir:
+        raise ValueError("the task has no workdir: build it with task_from_config(config, workdir=...)")
+    workdir, t = task.workdir, task.train
     proc, n_proc = jax.process_index(), jax.process_count()
     main = proc == 0
     say = log if main else (lambda *_: None)
@@ -200,7 +202,6 @@ def run(task: Task, workdir: str, warm_start: str | None = None, log: Callable =
     except ConfigError as e:
         raise ConfigError(f"config: {e}") from None
     mesh = make_mesh()
-    task.workdir = workdir
     task.load_data(log if n_proc > 1 else say)  # data errors before anything compiles
 
     tx, schedule, step_fn = build_step(task, mesh)
