@@ -8,7 +8,7 @@ rows beside the official code.
 
 Prints the jax / jaxlib versions, the device kind and the XLA flags first, then runs each case and
 appends one JSON object per case to DIR/accelerator.jsonl the moment it ends (a run that is killed keeps
-what it finished), and writes DIR/accelerator.md, a table, at the end.
+what it finished), and at the end prints the table and writes it to DIR/accelerator.md.
 
 - synth rows: NanoFlow C=128 K=8 L=8 G=16 (random weights, heads set so every flow works), the cached
   inverse (`synthesis_fn`, AOT-compiled), for each precision policy x batch x mel frames: kHz of audio
@@ -137,7 +137,9 @@ def train_cases(spec: dict, model_cfg, emit, guard):
                 emit(row)
 
 
-def write_table(rows: list[dict], path: str) -> None:
+def write_table(rows: list[dict], path: str) -> str:
+    """The rows as markdown tables (synth, train), written to `path`; -> the text."""
+
     def fmt(v):
         if v is None:
             return "-"
@@ -161,8 +163,10 @@ def write_table(rows: list[dict], path: str) -> None:
             note = r.get("error") or r.get("skipped") or ""
             lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + f" | {note} |")
         lines.append("")
+    text = "\n".join(lines)
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write(text)
+    return text
 
 
 def with_overrides(spec: dict, args: argparse.Namespace) -> dict:
@@ -242,7 +246,7 @@ def main() -> None:
                 cases(spec, model_cfg, emit, guard)
             except Exception:
                 traceback.print_exc()
-    write_table(rows, os.path.join(args.out, "accelerator.md"))
+    print(write_table(rows, os.path.join(args.out, "accelerator.md")), flush=True)
     print(f"wrote {jsonl} and accelerator.md ({len(rows)} rows, {time.perf_counter() - start:.0f} s)")
 
 

@@ -32,7 +32,10 @@ def check_step_files(where: str) -> None:
 
     if not os.path.isdir(where):
         raise CheckpointError(f"checkpoint {where} is not a folder")
+    data_files = 0
     for folder, dirs, files in os.walk(where):
+        if os.path.basename(folder) == "d":
+            data_files += len(files)
         for name in dirs + files:
             path = os.path.join(folder, name)
             try:
@@ -47,6 +50,9 @@ def check_step_files(where: str) -> None:
                 raise CheckpointError(
                     f"checkpoint file {path} is {st.st_size} bytes; metadata may hold at most {MAX_METADATA_BYTES}"
                 )
+    if not data_files and os.path.isdir(os.path.join(where, "state")):
+        # orbax would fail inside its own event loop, after the fact; say it first
+        raise CheckpointError(f"checkpoint {where} is damaged: its array data files are missing")
 
 
 def declared_arrays(where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

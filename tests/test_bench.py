@@ -35,6 +35,7 @@ def test_accelerator_smoke(tmp_path):
     assert all(r["khz"] > 0 for r in synth) and all(r["snr_db"] > 30 for r in synth if r["dtype"] != "float32")
     assert all(r["samples_per_s"] > 0 and r["flops"] > 0 and r["mfu"] is None for r in train)  # a CPU: no peak
     assert "| float16 | 8 | True |" in open(tmp_path / "accelerator.md").read()
+    assert "| float16 | 8 | True |" in r.stdout  # the table is printed, not only written
     loaded = eval(r.stdout.split("MODULES", 1)[1])
     assert not set(loaded) & set(ABSENT_THERE), sorted(set(loaded) & set(ABSENT_THERE))
 

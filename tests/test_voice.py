@@ -67,3 +67,12 @@ def test_synth_with_no_model_flag_uses_the_shipped_voice(tmp_path):
     assert rate == 22050 and len(y) == 256 * (mel.shape[1] - 3)
     assert 0.001 < np.sqrt(np.mean(y**2)) < 0.9  # neither silence nor a blown-up output
     json.dumps(nf.voice_info())  # the description is plain JSON
+
+
+def test_the_banner_says_what_the_voice_measured():
+    from nanoflow_jax.voices import voice_banner, voice_info
+
+    mean = voice_info()["evaluation"]["mean"]
+    line = voice_banner()
+    assert f"STOI {mean['model']['stoi']:.2f}" in line and f"PESQ {mean['model']['pesq_wb']:.2f}" in line
+    assert f"Griffin-Lim {mean['griffin_lim']['stoi']:.2f}" in line and "\n" not in line

@@ -175,9 +175,9 @@ def run(args: SynthArgs, log=print) -> list[str]:
     _check_outputs(args, inputs, outs)
     vocoder = load_vocoder(args.checkpoint, args.official, args.config)
     if not (args.checkpoint or args.official or args.config):
-        from nanoflow_jax.voices import voice_info
+        from nanoflow_jax.voices import voice_banner
 
-        log(f"no --checkpoint or --official: the shipped {vocoder.name} ({voice_info()['summary']})")
+        log(f"no --checkpoint or --official: {voice_banner()}")
     cfg, mel_cfg, rate = vocoder.config, vocoder.mel_config, vocoder.sample_rate
     stats = None
     if args.mel_convention != "tacotron2":

@@ -37,6 +37,22 @@ def voice_info(name: str = DEFAULT_VOICE) -> dict[str, Any]:
         return json.load(f)
 
 
+def voice_banner(name: str = DEFAULT_VOICE) -> str:
+    """One line for a user who gets this voice: what it is and how it measured (its held-out STOI and
+    wideband PESQ beside Griffin-Lim's from the same mels), so nobody expects more than it gives."""
+    info = voice_info(name)
+    line = f"the shipped voice {name} ({info['summary']})"
+    mean = info.get("evaluation", {}).get("mean", {})
+    model, gl = mean.get("model", {}), mean.get("griffin_lim", {})
+    if model.get("stoi") is not None and model.get("pesq_wb") is not None:
+        g_stoi, g_pesq = gl.get("stoi", float("nan")), gl.get("pesq_wb", float("nan"))
+        line += (
+            f"; on {mean.get('n', '?')} held-out prompts STOI {model['stoi']:.2f} (Griffin-Lim {g_stoi:.2f}), "
+            f"wideband PESQ {model['pesq_wb']:.2f} (Griffin-Lim {g_pesq:.2f})"
+        )
+    return line
+
+
 def voice_mel_config(name: str = DEFAULT_VOICE) -> MelConfig:
     return MelConfig.from_any(voice_info(name)["data"], f"voice {name}")
 
