@@ -1,12 +1,11 @@
-"""Glow and NanoFlow-Glow: invertibility and log-determinants of every step type and estimator, ActNorm's
-data-dependent init, the LU log-det, parameter counts against the official models, and data loading."""
+"""Glow and NanoFlow-Glow: ActNorm's data-dependent init, the LU log-det, parameter counts against the
+official models, gradients, and data loading. (Invertibility and log-determinants of every image flow and
+step type: tests/test_flow_invariants.py.)"""
 
-import functools
 import io
 import os
 import pickle
 import tarfile
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +14,11 @@ import pytest
 
 import nanoflow_jax as nf
 from nanoflow_jax.data.images import ImageLoader, load_cifar10
-from nanoflow_jax.flows import SIGMOID_AFFINE
 from nanoflow_jax.flows import image as F
 from nanoflow_jax.models import GlowConfig, ImageFlow
 from nanoflow_jax.models.conv import autodiff_convs
 from nanoflow_jax.models.glow_step import GlowStep, estimator_stack
-from nanoflow_jax.models.image_config import IMAGE_VARIANTS
+from tests.flow_registry import image_model
 
 SIZE = 8
 
@@ -29,109 +27,8 @@ def tiny(variant, **kw):
     return GlowConfig(variant=variant, image_size=SIZE, hidden=8, n_levels=2, n_flows=2, embed_dim=2, **kw)
 
 
-@functools.cache
-def _model(variant, lu=True):
-    model = ImageFlow(tiny(variant, lu=lu))
-    images = jax.random.randint(jax.random.PRNGKey(0), (6, SIZE, SIZE, 3), 0, 256)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(1), _x(images, seed=1))
-
-    # the zero-initialised projections and priors would make the couplings identities: perturb them
-    def perturb(path, a):
-        names = {getattr(k, "key", None) for k in path}
-        if names & {"proj", "split_prior", "top_prior", "gates"}:
-            return a + 0.05 * jax.random.normal(jax.random.PRNGKey(zlib.crc32(str(path).encode())), a.shape)
-        return a
-
-    return model, jax.tree_util.tree_map_with_path(perturb, variables), images
-
-
-def _rearranged(x, n_levels):
-    """The latents an identity flow would give: x squeezed per level, half the channels split off."""
-    zs, z = [], x
-    for level in range(n_levels):
-        z = F.squeeze2x2(z)
-        if level < n_levels - 1:
-            c = z.shape[-1] // 2
-            zs.append(z[..., c:])
-            z = z[..., :c]
-    return zs + [z]
-
-
 def _x(images, seed=2):
     return F.dequantize(images, jax.random.PRNGKey(seed))
-
-
-@pytest.mark.parametrize("variant", list(IMAGE_VARIANTS))
-def test_inverse_of_forward(variant):
-    """(The plain, non-LU 1x1 conv is checked as a step type below.)"""
-    model, v, images = _model(variant)
-    x = _x(images)
-    zs, logdet, _ = jax.jit(model.apply)(v, x)
-    # not the identity: the latents differ from x merely squeezed and split the same way
-    moved = [float(jnp.max(jnp.abs(z - r))) for z, r in zip(zs, _rearranged(x, model.config.n_levels), strict=True)]
-    assert min(moved) > 1e-2, moved
-    x_back, logdet_inverse = jax.jit(lambda v, zs: model.apply(v, zs, method="inverse"))(v, zs)
-    np.testing.assert_allclose(x_back, x, atol=1e-5, rtol=0)
-    # the inverse returns its own log-determinant, the forward's negated
-    np.testing.assert_allclose(logdet_inverse, -logdet, rtol=1e-5, atol=1e-3)
-
-
-@pytest.mark.parametrize("variant", list(IMAGE_VARIANTS))
-def test_logdet_equals_slogdet_of_jacobian(variant):
-    model, v, images = _model(variant)
-    x = _x(images[:1])
-
-    def flat(x_flat):
-        zs, _, _ = model.apply(v, x_flat.reshape(x.shape))
-        return jnp.concatenate([z.reshape(-1) for z in zs])
-
-    with autodiff_convs():  # jacfwd needs forward-mode autodiff
-        jac = jax.jacfwd(flat)(x.reshape(-1))
-    _, logdet, _ = model.apply(v, x)
-    np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-3)
-
-
-def _half_coupled(transform, x, h):
-    """The second half of x's channels through `transform` with params from the estimator output h."""
-    y, log_det = transform(x[..., 2:], F.coupling_pairs(h))
-    return jnp.concatenate([x[..., :2], y], -1), jnp.sum(log_det, axis=(1, 2, 3))
-
-
-STEP_TYPES = {
-    "actnorm": (
-        lambda x, p: F.actnorm_forward(x, p),
-        lambda y, p: F.actnorm_inverse(y, p),
-        lambda rng, c: {"bias": jax.random.normal(rng, (c,)), "logs": 0.3 * jax.random.normal(rng, (c,))},
-    ),
-    "invconv_lu": (
-        lambda x, p: F.invconv_forward(x, *F.invconv_weight(*p)),
-        lambda y, p: F.invconv_inverse(y, *F.invconv_weight(*p)),
-        lambda rng, c: F.lu_init(rng, c),
-    ),
-    "invconv_plain": (
-        lambda x, p: F.invconv_forward(x, *F.invconv_weight(p, None)),
-        lambda y, p: F.invconv_inverse(y, *F.invconv_weight(p, None)),
-        lambda rng, c: {"weight": jax.random.normal(rng, (c, c))},
-    ),
-    "coupling": (
-        lambda x, h: _half_coupled(SIGMOID_AFFINE.forward, x, h),
-        lambda y, h: _half_coupled(SIGMOID_AFFINE.inverse, y, h),
-        lambda rng, c: jax.random.normal(rng, (1, 2, 2, 4)),
-    ),
-}
-
-
-@pytest.mark.parametrize("name", list(STEP_TYPES))
-def test_step_type_invertible_with_exact_logdet(name):
-    fwd, inv, make = STEP_TYPES[name]
-    p = make(jax.random.PRNGKey(3), 4)
-    x = jax.random.normal(jax.random.PRNGKey(4), (1, 2, 2, 4))
-    y, logdet = fwd(x, p)
-    x_back, logdet_inv = inv(y, p)
-    np.testing.assert_allclose(x_back, x, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(logdet_inv, -logdet, rtol=1e-6)
-    jac = jax.jacfwd(lambda a: fwd(a.reshape(x.shape), p)[0].reshape(-1))(x.reshape(-1))
-    np.testing.assert_allclose(float(logdet[0]), float(jnp.linalg.slogdet(jac)[1]), rtol=1e-4, atol=1e-4)
 
 
 def test_lu_logdet_is_slogdet_of_its_matrix():
@@ -191,7 +88,7 @@ def test_parameter_counts_match_official(name):
 
 
 def test_fast_conv_gradient_equals_autodiff():
-    model, v, images = _model("nanoflow")
+    model, v, images = image_model("nanoflow")
     x = _x(images)
     grad = jax.grad(lambda p: jnp.mean(model.apply(p, x, method="bits_per_dim")))
     with autodiff_convs():
@@ -203,7 +100,7 @@ def test_fast_conv_gradient_equals_autodiff():
 def test_remat_keeps_the_gradient():
     """Recomputing each step in the backward pass (the level's scan body under nn.remat) changes nothing
     (NanoFlow: the shared estimator's params broadcast into the remat body too)."""
-    model, v, images = _model("nanoflow")
+    model, v, images = image_model("nanoflow")
     x = _x(images)
 
     def grad(m):
