@@ -527,3 +527,15 @@ def test_a_cifar_batch_is_read_with_array_globals_only(tmp_path):
         load_cifar10(str(tmp_path))
     one_line(e)
     assert not marker.exists()
+
+
+def test_an_official_pt_is_bounded_by_the_model_it_must_fit(tmp_path):
+    from untrusted_files import Storage, Tensor, write_pt
+
+    from nanoflow_jax.convert import load_official
+
+    big = Storage("0", np.zeros(8 << 20, np.float32))  # 32 MiB: more than the small model's params allow
+    path = write_pt(tmp_path / "big.pt", {"w": Tensor(big)}, [big])
+    with pytest.raises(ConversionError, match="exceed") as e:
+        load_official(path, OFFICIAL_CONFIG)
+    one_line(e)

@@ -28,7 +28,8 @@ _IGNORED = ("h_cache",)
 def state_dict_from(source: Any, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """An official state_dict as {name: array} from a mapping, a checkpoint dict, an .npz or a .pt path.
     A path passes the file gate first (`files.check_input_file`: a FIFO is refused unopened); an .npz's
-    declared arrays are checked against `max_bytes` (and this machine's memory) before any is read."""
+    declared arrays, or a .pt's storages, are held to `max_bytes` (and this machine's memory) before any
+    is read."""
     from_file = isinstance(source, (str, os.PathLike))
     if from_file:
         path = os.fspath(source)
@@ -37,7 +38,7 @@ def state_dict_from(source: Any, max_bytes: int | None = None) -> dict[str, np.n
             budget = memory_budget() if max_bytes is None else min(max_bytes, memory_budget())
             source = read_npz(path, "official checkpoint", budget=budget)
         else:
-            source = read_torch_checkpoint(path)
+            source = read_torch_checkpoint(path, max_bytes)
     if isinstance(source, Mapping) and "model" in source and isinstance(source["model"], Mapping):
         source = source["model"]
     if not isinstance(source, Mapping):

@@ -95,8 +95,8 @@ def _index_tuple(v: Any) -> tuple[int, ...] | None:
 
 
 class _Reader:
-    def __init__(self, path: str, zf: zipfile.ZipFile, root: str):
-        self.path, self.zf, self.root = path, zf, root
+    def __init__(self, path: str, zf: zipfile.ZipFile, root: str, max_bytes: int = MAX_TOTAL_BYTES):
+        self.path, self.zf, self.root, self.max_bytes = path, zf, root, max_bytes
         self.names = set(zf.namelist())
         self.storages: dict[str, _Storage] = {}
         self.total_bytes = 0
@@ -138,8 +138,8 @@ class _Reader:
         if s.array is None:
             nbytes = s.numel * s.dtype.itemsize
             self.total_bytes += nbytes
-            if self.total_bytes > MAX_TOTAL_BYTES:
-                raise ConversionError(f"tensor {name}: the file's storages exceed {MAX_TOTAL_BYTES >> 20} MiB")
+            if self.total_bytes > self.max_bytes:
+                raise ConversionError(f"tensor {name}: the file's storages exceed {self.max_bytes / 2**20:.0f} MiB")
             entry = f"{self.root}data/{s.key}"
             if self.zf.getinfo(entry).file_size != nbytes:
                 raise ConversionError(f"tensor {name}: storage {s.key!r} does not hold its declared {nbytes} bytes")
@@ -207,8 +207,9 @@ def _check_pickle(data: bytes) -> None:
             raise ConversionError(f"data.pkl has more than {MAX_PICKLE_OPS} pickle operations")
 
 
-def read_torch_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a PyTorch zip checkpoint into plain Python containers and NumPy arrays (see the module doc)."""
+def read_torch_checkpoint(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
+    """Load a PyTorch zip checkpoint into plain Python containers and NumPy arrays (see the module doc);
+    its tensors' storages may hold at most `max_bytes` (default and cap: MAX_TOTAL_BYTES)."""
     path = os.fspath(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -218,7 +219,8 @@ def read_torch_checkpoint(path: str | os.PathLike) -> Any:
         pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
         if not pkl:
             raise ConversionError(f"{path} has no data.pkl: not a PyTorch zip checkpoint")
-        reader = _Reader(path, zf, pkl[0][: -len("data.pkl")])
+        limit = MAX_TOTAL_BYTES if max_bytes is None else min(max_bytes, MAX_TOTAL_BYTES)
+        reader = _Reader(path, zf, pkl[0][: -len("data.pkl")], limit)
         try:
             if zf.getinfo(pkl[0]).file_size > MAX_PICKLE_BYTES:
                 raise ConversionError(f"data.pkl is larger than {MAX_PICKLE_BYTES >> 20} MiB")
