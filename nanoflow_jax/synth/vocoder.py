@@ -182,11 +182,11 @@ def load_vocoder(
             raise UsageError("give a voice or a checkpoint, not both")
         model, params, mel_cfg = load_model(checkpoint, official, config)
         return Vocoder(model, params, mel_cfg, checkpoint or official or "")
-    from nanoflow_jax import voices
+    from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_mel_config
 
-    name = voice or voices.DEFAULT_VOICE
-    model, params = voices.load_voice(name)
-    return Vocoder(model, params, voices.voice_mel_config(name), f"voice {name}")
+    name = voice or DEFAULT_VOICE
+    model, params = load_voice(name)
+    return Vocoder(model, params, voice_mel_config(name), f"voice {name}")
 
 
 def synthesize(model: AudioFlow, params: Any, mel: Any, **options: Any) -> Any:
