@@ -42,10 +42,11 @@ def average_checkpoints(workdir: str, last: int, out: str | None = None) -> tupl
     if not steps:
         raise CheckpointError(f"no checkpoints in {workdir}")
     config = ckpt.read_meta(steps[-1]).get("config")
+    expected = None
     if isinstance(_model_section(config), dict):  # the model its config builds, before any array is read
-        model = build_model(model_config(config["model"], ckpt.meta_path(steps[-1])))
-        ckpt.check_declared(steps[-1], abstract_variables(model), prefix="params/")
-    declared = {k: v for k, v in ckpt.declared_arrays(steps[-1]).items() if k.startswith("params/")}
+        expected = abstract_variables(build_model(model_config(config["model"], ckpt.meta_path(steps[-1]))))
+    newest = ckpt.check_declared(steps[-1], expected, prefix="params/")
+    declared = {k: v for k, v in newest.items() if k.startswith("params/")}
     for s in steps[:-1]:
         where = os.path.join(src, str(s))
         if _model_section(ckpt.read_meta(s).get("config")) != _model_section(config):

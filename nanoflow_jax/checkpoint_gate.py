@@ -56,7 +56,7 @@ def check_step_files(where: str) -> None:
 
 
 def declared_arrays(where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """{name: (shape, dtype)} of every array `step`'s state declares, read from its metadata alone
+    """{name: (shape, dtype)} of every array the step folder `where`'s state declares, read from its metadata alone
     (after the folder passes `check_step_files`); nothing is allocated."""
     import orbax.checkpoint as ocp
     from etils import epath
@@ -80,11 +80,13 @@ def declared_arrays(where: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return out
 
 
-def check_declared(where: str, expected: Any = None, prefix: str = "", complete: bool = True) -> None:
-    """Before any array of `step` is read: what its metadata declares fits this machine's memory budget
+def check_declared(
+    where: str, expected: Any = None, prefix: str = "", complete: bool = True
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Before any array of `where` is read: what its metadata declares fits this machine's memory budget
     and, given `expected` (a tree of shape structs: a model's variables or a train state), every
-    declared array under `prefix` has the expected shape (and, if `complete`, every expected one is
-    declared). A CheckpointError naming the array."""
+    declared array under `prefix` has the expected shape (and, if `complete`, there are some and every
+    expected one is declared). A CheckpointError naming the array. -> the declared arrays."""
     declared = declared_arrays(where)
     try:
         total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in declared.values())
@@ -97,9 +99,11 @@ def check_declared(where: str, expected: Any = None, prefix: str = "", complete:
             "can be read here"
         )
     if expected is None:
-        return
+        return declared
     want = {prefix + leaf_name(p): tuple(v.shape) for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
     got = {k: v[0] for k, v in declared.items() if k.startswith(prefix)}
+    if complete and not got:
+        raise CheckpointError(f"checkpoint {where} holds no {prefix.strip('/') or 'arrays'}")
     for name, shape in got.items():
         if name not in want:
             raise CheckpointError(f"checkpoint {where}: unexpected array {name} for this model")
@@ -108,3 +112,4 @@ def check_declared(where: str, expected: Any = None, prefix: str = "", complete:
     missing = sorted(set(want) - set(got))
     if complete and missing:
         raise CheckpointError(f"checkpoint {where}: missing array {missing[0]} (shape {want[missing[0]]})")
+    return declared

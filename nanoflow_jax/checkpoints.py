@@ -42,9 +42,6 @@ def checkpoint_dir(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
-_leaf_name = leaf_name
-
-
 def tree_checksums(tree: Any) -> dict[str, str]:
     """SHA-256 of each array's dtype, shape and bytes, by its path ("params/params/..."): the same names
     for a train state and for the nested dicts it restores as."""
@@ -53,7 +50,7 @@ def tree_checksums(tree: Any) -> dict[str, str]:
         a = np.ascontiguousarray(np.asarray(leaf))
         h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
-        out[_leaf_name(path)] = h.hexdigest()
+        out[leaf_name(path)] = h.hexdigest()
     return out
 
 
@@ -63,11 +60,8 @@ def non_finite_leaves(tree: Any) -> list[str]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         a = np.asarray(leaf)
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            bad.append(_leaf_name(path))
+            bad.append(leaf_name(path))
     return bad
-
-
-_first_line = first_line
 
 
 class Checkpointer:
@@ -88,7 +82,7 @@ class Checkpointer:
         try:
             self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
         except OSError as e:
-            raise OutputError(f"cannot use checkpoint folder {directory}: {e.strerror or _first_line(e)}") from e
+            raise OutputError(f"cannot use checkpoint folder {directory}: {e.strerror or first_line(e)}") from e
         finally:
             logging.set_verbosity(level)
 
@@ -157,7 +151,7 @@ class Checkpointer:
 
     def _write_failed(self, e: BaseException) -> None:
         step, self._pending = self._pending, None
-        reason = getattr(e, "strerror", None) or _first_line(e)
+        reason = getattr(e, "strerror", None) or first_line(e)
         raise OutputError(
             f"could not write checkpoint {step} in {self.directory} ({reason}); {self._intact(step)}"
         ) from e
@@ -166,9 +160,11 @@ class Checkpointer:
         """{name: (shape, dtype)} of every array `step`'s state declares (`checkpoint_gate.declared_arrays`)."""
         return declared_arrays(os.path.join(self.directory, str(step)))
 
-    def check_declared(self, step: int, expected: Any = None, prefix: str = "", complete: bool = True) -> None:
-        """`checkpoint_gate.check_declared` of `step`: checked before any of its arrays is read."""
-        check_declared(os.path.join(self.directory, str(step)), expected, prefix, complete)
+    def check_declared(
+        self, step: int, expected: Any = None, prefix: str = "", complete: bool = True
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """`checkpoint_gate.check_declared` of `step`, before any of its arrays is read; -> what it declares."""
+        return check_declared(os.path.join(self.directory, str(step)), expected, prefix, complete)
 
     def restore(self, step: int, target: Any = None, expected: Any = None, prefix: str = "") -> tuple[Any, dict]:
         """(state, meta) of `step`, every array checked against its checksum; with `target` (an abstract
@@ -187,7 +183,7 @@ class Checkpointer:
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(state=state_arg, meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax, tensorstore and JSON each fail in their own types
-            raise CheckpointError(f"checkpoint {where} cannot be read ({_first_line(e)})") from e
+            raise CheckpointError(f"checkpoint {where} cannot be read ({first_line(e)})") from e
         finally:
             logging.set_verbosity(level)
         state, meta = out["state"], out["meta"]
@@ -346,10 +342,7 @@ def load_checkpoint(directory: str, step: int | None = None) -> tuple[Any, Any, 
                 raise ConfigError(
                     f"{source}: data.n_mels = {mel.n_mels} but the model takes {model.config.cond_channels} mel bands"
                 )
-        declared = ckpt.declared_arrays(step)
-        if not any(name.startswith("params/") for name in declared):
-            raise CheckpointError(f"checkpoint {os.path.join(path, str(step))} holds no params")
-        # the model's shapes against the declared ones before any array is read
+        # the model's shapes against the declared ones before any array is read ("holds no params" too)
         state, meta = ckpt.restore(step, expected=abstract_variables(model), prefix="params/")
     finally:
         ckpt.manager.close()

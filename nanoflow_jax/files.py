@@ -18,8 +18,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], su
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise OutputError(f"cannot write {path}: it is a folder")
+    check_output_file(path)
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
@@ -32,24 +31,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], su
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        in_the_way = file_in_the_way(folder)
-        if in_the_way:
-            raise OutputError(f"cannot write {path}: {in_the_way} is a file, not a folder") from None
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def file_in_the_way(folder: str) -> str | None:
-    """The nearest existing ancestor of `folder` (itself included) when it is not a folder, else None."""
-    folder = os.path.abspath(folder)
+def check_output_file(path: str | os.PathLike) -> None:
+    """An OutputError when a file cannot be written at `path` whatever the disk holds: `path` is a folder,
+    or an ancestor that exists is a file. Commands call it before their work; `atomic_write` before it
+    writes."""
+    from nanoflow_jax.errors import OutputError
+
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: it is a folder")
+    folder = os.path.dirname(path)
     while not os.path.lexists(folder):
         parent = os.path.dirname(folder)
         if parent == folder:
-            return None
+            return
         folder = parent
-    return None if os.path.isdir(folder) else folder
+    if not os.path.isdir(folder):
+        raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
 
 
 def check_input_file(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> int:
@@ -111,7 +115,7 @@ def read_json_file(path: str | os.PathLike, what: str, max_bytes: int = 16 << 20
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise InputError(f"{what} {path} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+        raise InputError(f"{what} {path} is not valid JSON ({first_line(e, 120)})") from None
 
 
 def available_memory() -> int:
@@ -131,7 +135,7 @@ def memory_budget() -> int:
     return available_memory() // 2
 
 
-def check_budget(path: str, what: str, need: int, budget: int | None = None, why: str = "") -> None:
+def check_budget(path: str, what: str, need: int, budget: int | None = None) -> None:
     """An InputError when reading `path` would take `need` bytes, more than `budget` (default:
     `memory_budget()`), checked before any of it is read."""
     from nanoflow_jax.errors import InputError
@@ -139,7 +143,7 @@ def check_budget(path: str, what: str, need: int, budget: int | None = None, why
     budget = memory_budget() if budget is None else budget
     if need > budget:
         raise InputError(
-            f"{what} {path} would need {need / 2**20:.0f} MiB to read{why}; at most {budget / 2**20:.0f} MiB "
+            f"{what} {path} would need {need / 2**20:.0f} MiB to read; at most {budget / 2**20:.0f} MiB "
             "are allowed here"
         )
 
@@ -236,18 +240,14 @@ NPY_HEADER_BYTES = 1 << 16
 def npy_header(path: str, size: int, what: str = "mel") -> tuple[tuple[int, ...], Any, int]:
     """(shape, dtype, data offset) of a .npy file, checked against the file's real size before any data
     is read (a header claiming 40 GB in a 1 KB file is refused here)."""
-    import numpy as np
 
     from nanoflow_jax.errors import InputError
 
     with open(path, "rb") as f:
         try:
-            major, _ = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f, max_header_size=NPY_HEADER_BYTES)
+            shape, dtype, offset = _read_npy_header(f)
         except (ValueError, OSError, EOFError, SyntaxError) as e:
             raise InputError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0]})") from None
-        offset = f.tell()
     if dtype.hasobject or dtype.kind != "f":
         raise InputError(f"{path}: {what} must hold floating-point values, got dtype {dtype}")
     need = math.prod(shape) * dtype.itemsize
@@ -256,20 +256,24 @@ def npy_header(path: str, size: int, what: str = "mel") -> tuple[tuple[int, ...]
     return shape, dtype, offset
 
 
+def _read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], Any, int]:
+    """(shape, dtype, data offset) of the .npy at the start of `f`, its header at most NPY_HEADER_BYTES."""
+    import numpy as np
+
+    major, _ = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f, max_header_size=NPY_HEADER_BYTES)
+    return shape, dtype, f.tell()
+
+
 MAX_NPZ_MEMBERS = 10_000
 
 
-def read_npz(
-    path: str | os.PathLike,
-    what: str,
-    check: Callable[[dict[str, tuple[tuple[int, ...], Any]]], None] | None = None,
-    budget: int | None = None,
-) -> dict[str, Any]:
+def read_npz(path: str | os.PathLike, what: str, budget: int | None = None) -> dict[str, Any]:
     """The arrays of an untrusted .npz, {name: array}. Before any array is read: the file passes
     `check_input_file`, every member is a .npy whose header (shape, dtype: numbers only, no objects)
-    matches the member's size in the zip's directory, their total fits `budget` (default: this machine's
-    `memory_budget()`), and `check({name: (shape, dtype)})` (e.g. against the model they must fit) raises
-    nothing. A truncated or damaged member is an InputError naming the file."""
+    matches the member's size in the zip's directory, and their total fits `budget` (default: this
+    machine's `memory_budget()`). A truncated or damaged member is an InputError naming the file."""
     import zipfile
 
     import numpy as np
@@ -290,20 +294,15 @@ def read_npz(
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if len(infos) > MAX_NPZ_MEMBERS:
             raise refuse(f"{len(infos)} members; at most {MAX_NPZ_MEMBERS} are read")
-        declared, total = {}, 0
+        total = 0
         for info in infos:
             if not info.filename.endswith(".npy"):
                 raise refuse(f"member {info.filename!r} is not a .npy array")
             try:
                 with zf.open(info) as f:
-                    major, _ = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                    shape, _, dtype = read(f, max_header_size=NPY_HEADER_BYTES)
-                    offset = f.tell()
+                    shape, dtype, offset = _read_npy_header(f)
             except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile, NotImplementedError) as e:
-                raise refuse(
-                    f"member {info.filename!r} is not a readable .npy ({str(e).splitlines()[0][:120]})"
-                ) from None
+                raise refuse(f"member {info.filename!r} is not a readable .npy ({first_line(e, 120)})") from None
             if dtype.hasobject or dtype.kind not in "fiub":
                 raise refuse(f"member {info.filename!r} has dtype {dtype}; only numbers are read")
             need = math.prod(shape) * dtype.itemsize
@@ -312,11 +311,8 @@ def read_npz(
                     f"member {info.filename!r} declares shape {shape} ({need} bytes) but holds "
                     f"{info.file_size - offset}"
                 )
-            declared[info.filename[: -len(".npy")]] = (tuple(shape), dtype)
             total += need
         check_budget(path, what, total, budget)
-        if check is not None:
-            check(declared)
         out = {}
         for info in infos:
             try:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from typing import Any
 
 from nanoflow_jax.cli import parse_module_flags, run_cli
-from nanoflow_jax.errors import OutputError, UsageError
+from nanoflow_jax.errors import UsageError
 
 DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
 
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     def run():
         from nanoflow_jax.checkpoints import checkpoint_dir
         from nanoflow_jax.evaluate import evaluate, held_out, json_safe, markdown_table
-        from nanoflow_jax.files import atomic_write, check_not_input, file_in_the_way, resolve_path
+        from nanoflow_jax.files import atomic_write, check_not_input, check_output_file, resolve_path
 
         if not math.isfinite(args.temperature) or args.temperature < 0:
             raise UsageError(f"--temperature {args.temperature} is not allowed: a finite number >= 0")
@@ -53,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         out = None
         if args.out:  # checked before the work, not after it
             out = resolve_path(args.out)
-            if os.path.isdir(out) or file_in_the_way(os.path.dirname(out)):
-                raise OutputError(f"cannot write --out {args.out}: it is a folder or lies under a file")
+            check_output_file(out)
             inputs = [f for f in (args.official, args.config) if f]
             folders = [d for d in (args.data, args.checkpoint and checkpoint_dir(args.checkpoint)) if d]
             check_not_input(out, inputs, folders)

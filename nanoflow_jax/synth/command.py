@@ -16,8 +16,8 @@ import jax
 
 from nanoflow_jax.audio.conventions import CONVENTIONS, check_filterbank, convention_warning, load_stats, to_model_mel
 from nanoflow_jax.audio.io import write_wav, write_wav_stream
-from nanoflow_jax.errors import InputError, OutputError, UsageError
-from nanoflow_jax.files import check_input_file, check_not_input, file_in_the_way, resolve_path
+from nanoflow_jax.errors import InputError, UsageError
+from nanoflow_jax.files import check_input_file, check_not_input, check_output_file, resolve_path
 from nanoflow_jax.models import POLICIES
 from nanoflow_jax.schema import Choice, Float, Int, Section, Text, field, rule_of
 from nanoflow_jax.synth.chunked import DEFAULT_OVERLAP_FRAMES
@@ -141,8 +141,7 @@ def _check_outputs(args: SynthArgs, inputs: list[tuple[str, str]], outs: list[st
         folders.append(checkpoint_dir(args.checkpoint))
     for out in outs:
         check_not_input(out, files, folders)
-        if blocker := file_in_the_way(os.path.dirname(out)):
-            raise OutputError(f"cannot write {out}: {blocker} is a file, not a folder")
+        check_output_file(out)
 
 
 def _check_flags(args: SynthArgs) -> None:
