@@ -333,15 +333,8 @@ def load_checkpoint(directory: str, step: int | None = None) -> tuple[Any, Any, 
             if not isinstance(config["data"], dict):
                 raise ConfigError(f"{source}: the stored data section is not a mapping")
             mel = MelConfig.from_any(config["data"], source)
-            if mel.hop_length != model.config.hop_length:
-                raise ConfigError(
-                    f"{source}: data.hop_length = {mel.hop_length} but the model's hop_length is "
-                    f"{model.config.hop_length}; they must agree"
-                )
-            if mel.n_mels != model.config.cond_channels:
-                raise ConfigError(
-                    f"{source}: data.n_mels = {mel.n_mels} but the model takes {model.config.cond_channels} mel bands"
-                )
+            if mismatch := mel.model_mismatch(model.config.hop_length, model.config.cond_channels):
+                raise ConfigError(f"{source}: data.{mismatch}; they must agree")
         # the model's shapes against the declared ones before any array is read ("holds no params" too)
         state, meta = ckpt.restore(step, expected=abstract_variables(model), prefix="params/")
     finally:

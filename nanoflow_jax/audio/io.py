@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from nanoflow_jax.errors import AudioReadError, InputError
-from nanoflow_jax.files import atomic_write, check_input_file, memory_budget, npy_header
+from nanoflow_jax.files import atomic_write, check_input_file, first_line, memory_budget, npy_header
 
 __all__ = ["AudioReadError", "read_audio", "read_mel", "resample", "write_wav", "write_wav_stream"]
 
@@ -50,7 +50,7 @@ def read_audio(
     try:
         info = soundfile.info(path)
     except Exception as e:  # libsndfile reports every failure as its own error type
-        raise AudioReadError(f"{path}: unreadable audio ({_reason(e)})") from None
+        raise AudioReadError(f"{path}: unreadable audio ({first_line(e)})") from None
     if not MIN_RATE <= info.samplerate <= MAX_RATE:
         msg = f"{path}: sample rate {info.samplerate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz"
         raise AudioReadError(msg, "out of range")
@@ -76,14 +76,10 @@ def read_audio(
         else:
             x = _read_mixed(path, info.frames, dtype)
     except Exception as e:  # libsndfile reports every failure as its own error type
-        raise AudioReadError(f"{path}: unreadable audio ({_reason(e)})") from None
+        raise AudioReadError(f"{path}: unreadable audio ({first_line(e)})") from None
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise AudioReadError(f"{path}: holds NaN or Inf samples", "non-finite")
     return x, info.samplerate
-
-
-def _reason(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _read_mixed(path: str, frames: int, dtype: str) -> np.ndarray:

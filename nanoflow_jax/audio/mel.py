@@ -54,6 +54,14 @@ class MelConfig(Section):
                 f"{MIN_WINDOW_MS:g} to {MAX_WINDOW_MS:g} ms (e.g. 1024 at 22.05 kHz, 1200 at 24 kHz)",
             )
 
+    def model_mismatch(self, hop_length: int, n_mels: int) -> str | None:
+        """How these mel settings contradict a vocoder's (its hop and mel bands), or None when they fit."""
+        if self.hop_length != hop_length:
+            return f"hop_length = {self.hop_length} but the model's hop_length is {hop_length}"
+        if self.n_mels != n_mels:
+            return f"n_mels = {self.n_mels} but the model takes {n_mels} mel bands"
+        return None
+
     @classmethod
     def from_any(cls, cfg: Any = None, source: str = "config", **overrides) -> MelConfig:
         """From None, a MelConfig, or any mapping / ConfigDict holding (some of) these fields, e.g. a

@@ -6,6 +6,7 @@ stream position, so a resumed run sees the same data)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pickle
 import tarfile
@@ -44,6 +45,7 @@ def _cifar_arrays(batches: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
     return stack(CIFAR_TRAIN), stack(["test_batch"])
 
 
+@functools.cache
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     try:
         from numpy._core.multiarray import _reconstruct
@@ -64,10 +66,8 @@ class _CifarUnpickler(pickle.Unpickler):
     """CIFAR-10's python batches are pickles (dicts of NumPy arrays, lists and bytes): they are read with
     the globals a NumPy array needs and no others, so a crafted batch cannot run code (SECURITY.md)."""
 
-    ALLOWED = None
-
     def find_class(self, module: str, name: str) -> Any:
-        allowed = _CifarUnpickler.ALLOWED = _CifarUnpickler.ALLOWED or _numpy_globals()
+        allowed = _numpy_globals()
         if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"refusing the global {module}.{name}: a CIFAR-10 batch holds only arrays")
         return allowed[(module, name)]

@@ -17,8 +17,12 @@ def nll(z: Array, logdet: Array, sigma: float = 1.0) -> Array:
 
     z: (B, ...) latent; logdet: (B,) log|det dz/dx| per example (or their sum)."""
     z = z.astype(jnp.float32)
-    per_elem = 0.5 * (z / sigma) ** 2 + 0.5 * math.log(2.0 * math.pi) + math.log(sigma)
-    return (jnp.sum(per_elem) - jnp.sum(logdet)) / z.size
+    return (jnp.sum(_gaussian_nll(z, sigma)) - jnp.sum(logdet)) / z.size
+
+
+def _gaussian_nll(z: Array, sigma: float = 1.0) -> Array:
+    """-log N(z; 0, sigma^2) element by element, in nats."""
+    return 0.5 * (z / sigma) ** 2 + 0.5 * math.log(2.0 * math.pi) + math.log(sigma)
 
 
 def nll_per_item(z: Array, logdet: Array, lengths: Array | None = None) -> Array:
@@ -26,7 +30,7 @@ def nll_per_item(z: Array, logdet: Array, lengths: Array | None = None) -> Array
     `nll`; with `lengths` (B,), only each item's first lengths[b] elements of z (B, T) count (padding
     masked; its log-det must already leave the padding out)."""
     z = z.astype(jnp.float32).reshape(z.shape[0], -1)
-    per_elem = 0.5 * jnp.square(z) + 0.5 * math.log(2.0 * math.pi)
+    per_elem = _gaussian_nll(z)
     if lengths is None:
         return (jnp.sum(per_elem, axis=1) - logdet) / z.shape[1]
     valid = jnp.arange(z.shape[1])[None] < lengths[:, None]

@@ -53,12 +53,9 @@ class Vocoder:
         self.mel_config = None if mel_config is None else MelConfig.from_any(mel_config)
         cfg = model.config
         if self.mel_config is not None and (
-            self.mel_config.hop_length != cfg.hop_length or self.mel_config.n_mels != cfg.cond_channels
+            mismatch := self.mel_config.model_mismatch(cfg.hop_length, cfg.cond_channels)
         ):
-            raise ValueError(
-                f"mel settings (hop {self.mel_config.hop_length}, {self.mel_config.n_mels} bands) disagree with the "
-                f"model's (hop {cfg.hop_length}, {cfg.cond_channels} bands)"
-            )
+            raise ValueError(f"mel settings disagree with the model: {mismatch}")
 
     @property
     def config(self) -> ModelConfig:
