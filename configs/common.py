@@ -65,10 +65,12 @@ def task_config(sections: dict[str, type[Section]], overrides: dict[str, dict]) 
 
 
 def audio_config(overrides: dict[str, dict]) -> ml_collections.ConfigDict:
-    """An audio run's `task_config`. model.hop_length follows data.hop_length (one reference), so
-    `--config.data.hop_length=300` also sets the conditioner's upsampling."""
+    """An audio run's `task_config`. The model's mel fields follow data's (one reference each), so
+    `--config.data.hop_length=300` also sets the conditioner's upsampling (and the source filter's
+    analysis follows the data's mel)."""
     from nanoflow_jax.train.audio import AudioTask
 
     c = task_config(AudioTask.SECTIONS, overrides)
-    c.model.hop_length = c.data.get_ref("hop_length")
+    for name in ("hop_length", "sample_rate", "n_fft", "win_length", "fmin", "fmax"):
+        setattr(c.model, name, c.data.get_ref(name))
     return c

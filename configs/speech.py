@@ -3,6 +3,7 @@ it, ru; about two hours), resampled to 22.05 kHz, with the Tacotron2 mel TTS fro
 
     python tools/make_speech_corpus.py --out data/asterisk
     python train.py --config=configs/speech.py --workdir=runs/speech [--config.train.max_minutes=70]
+    python train.py --config=configs/speech.py:filter=lpc --workdir=runs/speech_lpc   # the source filter
 
 The model is the largest that a CPU hour trains usefully, chosen with `python -m bench.speech_sizing` (figures in
 bench/RESULTS.md): NanoFlow C=32, L=6 layers, K=4 flows, G=8 rows, D=64, 182,836 parameters, batch
@@ -15,6 +16,7 @@ import ml_collections
 
 from configs import common
 from nanoflow_jax.errors import ConfigError
+from nanoflow_jax.models.audio_config import SOURCE_FILTERS
 
 RECIPE = dict(
     model=dict(variant="nanoflow", n_flows=4, n_layers=6, channels=32, n_groups=8, embed_dim=64),
@@ -46,6 +48,9 @@ RECIPE = dict(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg:
-        raise ConfigError(f"configs/speech.py has one recipe and takes no argument, got {arg!r}")
-    return common.audio_config(RECIPE)
+    """`configs/speech.py:filter=lpc` (or `gain`): the same recipe with the mel's source filter in front
+    of the flow (`model.source_filter`)."""
+    args = common.parse_arg(arg, filter="none")
+    if args.filter not in SOURCE_FILTERS:
+        raise ConfigError(f"configs/speech.py: filter={args.filter!r} is not one of {', '.join(SOURCE_FILTERS)}")
+    return common.audio_config(common.layered(RECIPE, {"model": {"source_filter": args.filter}}))

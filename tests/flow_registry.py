@@ -17,8 +17,10 @@ import jax.numpy as jnp
 
 from nanoflow_jax.flows import SIGMOID_AFFINE
 from nanoflow_jax.flows import image as F
+from nanoflow_jax.flows import source_filter as sf
 from nanoflow_jax.models import GlowConfig, ImageFlow
 from nanoflow_jax.models.image_config import IMAGE_VARIANTS
+from nanoflow_jax.models.source_filter import block_envelope
 from tests.helpers import TINY_MODELS, model_and_params, tiny
 
 
@@ -46,6 +48,36 @@ def _audio(variant: str, coupling: str) -> Case:
         lambda z: model.apply(params, z, mel, method="inverse"),
         x_atol=1e-5 if coupling == "affine" else 1e-4,
     )
+
+
+# -- the source filter: on a model, and the bare bijection -------------------------------------------------
+# hop 16 and a 64-point mel, so a 64-sample clip spans four blocks of different filters
+SOURCE_FILTER = dict(hop_length=16, lpc_order=4, n_fft=64, win_length=64, sample_rate=4000, fmax=2000.0)
+
+
+def source_filter_config(mode: str):
+    return dataclasses.replace(tiny("nanoflow"), source_filter=mode, **SOURCE_FILTER)
+
+
+def _audio_source_filter(mode: str) -> Case:
+    model, params, audio, mel = model_and_params(source_filter_config(mode), batch=1, width=16, frames=5)
+    return Case(audio, lambda a: model.apply(params, a, mel), lambda z: model.apply(params, z, mel, method="inverse"))
+
+
+def _source_filter_bijection() -> Case:
+    cfg = source_filter_config("lpc")
+    mel = 2.0 * jax.random.normal(jax.random.PRNGKey(5), (1, cfg.cond_channels, 5))
+    a, log_gain = block_envelope(mel, cfg, 4)
+    hop = cfg.hop_length
+
+    def forward(x):
+        e, log_det = sf.whiten(x, a, log_gain, hop)
+        return e, jnp.sum(log_det, axis=1)
+
+    def inverse(e):
+        return sf.colour(e, a, log_gain, hop)[0], jnp.sum(sf.per_sample(log_gain, hop, e.shape[1]), axis=1)
+
+    return Case(0.3 * jax.random.normal(jax.random.PRNGKey(6), (1, 4 * hop)), forward, inverse, logdet_rtol=1e-5)
 
 
 # -- images: every Glow / NanoFlow-Glow variant, and each kind of step on its own ------------------------
@@ -120,6 +152,8 @@ def _step(name: str) -> Case:
 
 FLOWS: dict[str, Callable[[], Case]] = {
     **{f"audio/{v}/{c}": functools.partial(_audio, v, c) for v, c in AUDIO_CASES},
+    **{f"audio/source_filter/{m}": functools.partial(_audio_source_filter, m) for m in ("gain", "lpc")},
+    "bijection/source_filter": _source_filter_bijection,
     **{f"image/{v}": functools.partial(_image, v) for v in IMAGE_VARIANTS},
     **{f"step/{n}": functools.partial(_step, n) for n in STEP_TYPES},
 }

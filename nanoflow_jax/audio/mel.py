@@ -7,13 +7,13 @@ filterbank with area normalisation (librosa's defaults), natural log of max(x, 1
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nanoflow_jax.models.filterbank import hann, mel_filterbank
 from nanoflow_jax.schema import Float, Int, Section, field
 
 Array = jnp.ndarray
@@ -76,40 +76,14 @@ class MelConfig(Section):
         return super().from_any({k: v for k, v in dict(cfg or {}).items() if k in names}, source, **overrides)
 
 
-def _hz_to_mel(f):
-    f = np.asarray(f, np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    logstep = math.log(6.4) / 27.0
-    lin = f / f_sp
-    return np.where(f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, lin)
-
-
-def _mel_to_hz(m):
-    m = np.asarray(m, np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
 def mel_basis(cfg: MelConfig) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) Slaney mel filterbank with area normalisation, float32."""
-    fft_freqs = np.linspace(0.0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
-    return weights.astype(np.float32)
+    return mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).astype(np.float32)
 
 
 def hann_window(cfg: MelConfig) -> np.ndarray:
     """Periodic Hann window of win_length, zero-padded to n_fft (centred)."""
-    n = np.arange(cfg.win_length)
-    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
-    left = (cfg.n_fft - cfg.win_length) // 2
-    return np.pad(w, (left, cfg.n_fft - cfg.win_length - left)).astype(np.float32)
+    return hann(cfg.win_length, cfg.n_fft).astype(np.float32)
 
 
 def n_frames(n_samples: int, hop_length: int = 256) -> int:

@@ -11,6 +11,7 @@ from nanoflow_jax.schema import Bool, Choice, Float, Int, Section, Subset, field
 
 VARIANTS = ("waveflow", "nanoflow_naive", "nanoflow_decomp", "nanoflow")
 INJECTIONS = ("additive", "multiplicative", "concat")
+SOURCE_FILTERS = ("none", "gain", "lpc")
 _log = logging.getLogger("nanoflow_jax")
 
 
@@ -75,6 +76,19 @@ class ModelConfig(Section):
     coupling: str = field("affine", Choice(("affine", "spline")), "element-wise coupling of each flow")
     spline_bins: int = field(32, Int(min=1), "bins of the rational-quadratic spline coupling")
     spline_tail_bound: float = field(5.0, Float(min=0.0, min_open=True), "spline interval [-B, B]")
+    source_filter: str = field(
+        "none",
+        Choice(SOURCE_FILTERS),
+        "an exact filter between the waveform and the flow, from the mel's envelope: none; gain (x / g per "
+        "block); lpc (A(z) x / g: the flow models the excitation)",
+    )
+    lpc_order: int = field(24, Int(min=1, max=64), "order p of the source filter's all-pole envelope")
+    # the mel front-end the source filter inverts (configs keep them one reference with data.*)
+    sample_rate: int = field(22050, Int(min=1000, max=384_000), "sample rate of the mel (source filter)")
+    n_fft: int = field(1024, Int(min=2, max=16_384), "FFT size of the mel (source filter)")
+    win_length: int = field(1024, Int(min=1, max=16_384), "window length of the mel (source filter)")
+    fmin: float = field(0.0, Float(min=0.0), "lowest mel filter edge in Hz (source filter)")
+    fmax: float = field(8000.0, Float(min=0.0, min_open=True), "highest mel filter edge in Hz (source filter)")
 
     def check_fields(self) -> None:
         if self.variant == "nanoflow" and not self.embed_injection:
@@ -84,6 +98,8 @@ class ModelConfig(Section):
                 self.fail("shared_layers", f"is not allowed for variant {self.variant!r}: nanoflow or decomp only")
             if self.shared_layers > self.n_layers:
                 self.fail("shared_layers", f"is not allowed: at most model.n_layers = {self.n_layers}")
+        if self.source_filter != "none" and self.lpc_order > self.hop_length:
+            self.fail("lpc_order", f"is not allowed: at most model.hop_length = {self.hop_length}")
         if upsample_strides(self.hop_length) is None:
             self.fail("hop_length", "is not allowed: a product of two even strides (a multiple of 4)")
         if self.receptive_rows < self.n_groups:

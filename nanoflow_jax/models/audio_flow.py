@@ -9,6 +9,10 @@ layout. The K steps run under `nn.scan`: the shared estimator's params are broad
 the per-flow parts (projection heads, gates, embedding biases, WaveFlow's own estimators, directions) are
 stacked (K, ...) arrays scanned over, so the traced program is one step whatever K is.
 
+With `source_filter` (off by default) the flow runs on the excitation of the mel's own all-pole envelope
+(`flows.source_filter`, `models.source_filter`): forward whitens the audio first, inverse colours last,
+and the log-dets include the filter's.
+
 Params accepted: the training form (weight norm as v/g, flow embedding and its projections) and the
 inference form from `inference_params` (plain kernels, the embedding folded into `flow_bias_table`).
 """
@@ -22,10 +26,12 @@ import jax
 import jax.numpy as jnp
 
 from nanoflow_jax.flows import flip_rows, from_rows, make_coupling, shift_rows, to_rows
+from nanoflow_jax.flows import source_filter as sf
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.conditioner import Conditioner
 from nanoflow_jax.models.heads import ProjHeads, project
 from nanoflow_jax.models.precision import precision_policy
+from nanoflow_jax.models.source_filter import block_envelope
 from nanoflow_jax.models.wavenet2d import WaveNet2D
 
 Array = jax.Array
@@ -213,7 +219,13 @@ class AudioFlow(nn.Module):
         logdet counts the item's samples only, and z there is what the item alone would give."""
         self._check_audio(audio, "audio")
         cfg = self.config
-        x = to_rows(audio.astype(jnp.float32), cfg.n_groups)
+        x, logdet0 = audio.astype(jnp.float32), jnp.zeros((audio.shape[0],), jnp.float32)
+        if cfg.source_filter != "none":  # the flow models the excitation
+            x, log_det = sf.whiten(x, *self.envelope(mel, x.shape[1]), cfg.hop_length)
+            if lengths is not None:
+                log_det = jnp.where(jnp.arange(x.shape[1])[None] < jnp.asarray(lengths)[:, None], log_det, 0.0)
+            logdet0 = jnp.sum(log_det, axis=1)
+        x = to_rows(x, cfg.n_groups)
         valid = None if lengths is None else jnp.asarray(lengths) // cfg.hop_length + 1
         cond, c = self._conditioning(mel, audio.shape[1], valid)
         mask = None
@@ -231,8 +243,7 @@ class AudioFlow(nn.Module):
             out = jnp.where(xs["upward"] == 1, flip_rows(p), p) if return_coupling_params else None
             return (x, logdet + jnp.sum(log_det, axis=(1, 2))), out
 
-        carry0 = (x, jnp.zeros((x.shape[0],), jnp.float32))
-        (z, logdet), ps = self._scan(step, carry0, self.per_flow_inputs())
+        (z, logdet), ps = self._scan(step, (x, logdet0), self.per_flow_inputs())
         z = from_rows(self._to_official_order(z))
         return (z, logdet, ps) if return_coupling_params else (z, logdet)
 
@@ -264,7 +275,25 @@ class AudioFlow(nn.Module):
 
         carry0 = (x, jnp.zeros((x.shape[0],), jnp.float32))
         (x, logdet), _ = self._scan(flow, carry0, self.per_flow_inputs(), reverse=True)
-        return from_rows(x), logdet
+        x = from_rows(x)
+        if cfg.source_filter != "none":
+            x, log_det, _ = self.colour(x, mel)
+            logdet = logdet + log_det
+        return x, logdet
+
+    def envelope(self, mel: Array, samples: int) -> tuple[Array, Array]:
+        """The source filter's predictor (B, blocks, p) and log gain (B, blocks) over `samples` samples,
+        from the mel (`models.source_filter`)."""
+        cfg = self.config
+        return block_envelope(mel, cfg, sf.n_blocks(samples, cfg.hop_length))
+
+    def colour(self, e: Array, mel: Array, state: Array | None = None) -> tuple[Array, Array, Array]:
+        """The source filter's synthesis direction: excitation e (B, T) starting on a frame, and the mel
+        from that frame on -> audio (B, T), its log-det log|dx/de| (B,) and the filter state after it
+        (B, p) (`state`: the one before it, for audio made piece by piece; default silence)."""
+        a, log_gain = self.envelope(mel, e.shape[1])
+        x, state = sf.colour(e, a, log_gain, self.config.hop_length, state)
+        return x, jnp.sum(sf.per_sample(log_gain, self.config.hop_length, e.shape[1]), axis=1), state
 
     def _scan(self, step, carry, xs, reverse: bool = False):
         """Run `step` over the K flows: `nn.scan` with the params broadcast."""

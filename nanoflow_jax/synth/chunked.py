@@ -15,10 +15,12 @@ the whole-utterance result to float precision; in practice the influence decays 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
 from nanoflow_jax.models import AudioFlow, ModelConfig
@@ -77,9 +79,26 @@ def chunks_prepared(
         raise ValueError(f"chunk_frames must be >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
     spans = chunk_spans(mel.shape[1], cfg, chunk_frames, overlap_frames)
     size = max(n for _, n, _, _ in spans)  # every chunk padded to one program
-    hop = cfg.hop_length
+    hop, filtered = cfg.hop_length, cfg.source_filter != "none"
+    state = None
     for start, n, keep_from, keep_to in spans:
         t = output_length(n, cfg)
         zs = noise[None, start * hop : start * hop + t]
-        audio = synthesize_prepared(model, params, [mel[:, start : start + n]], [t], zs, dtype, bucket_frames=size)[0]
-        yield audio[keep_from:keep_to]
+        chunk = [mel[:, start : start + n]]
+        piece = synthesize_prepared(model, params, chunk, [t], zs, dtype, bucket_frames=size, excitation=filtered)[0]
+        piece = piece[keep_from:keep_to]
+        if filtered:  # the filter runs on through the chunk edges: its state carried, exactly
+            first = start + keep_from // hop
+            frames = mel[:, first : first + -(-len(piece) // hop) + 1]  # the frames its blocks lie between
+            piece, state = _colour(model, params, piece, frames, state)
+        yield piece
+
+
+def _colour(model: AudioFlow, params: Any, e: np.ndarray, mel: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+    x, _, state = _colour_fn(model)(params, e[None], mel[None], state)
+    return np.asarray(x[0]), state
+
+
+@functools.lru_cache(maxsize=8)
+def _colour_fn(model: AudioFlow):
+    return jax.jit(lambda params, e, mel, state: model.apply(params, e, mel, state, method=AudioFlow.colour))

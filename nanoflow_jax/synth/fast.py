@@ -129,19 +129,28 @@ def default_row_unroll(cfg: ModelConfig) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=32)
 def synthesis_fn(
-    cfg: ModelConfig, dtype: str = "float32", masked: bool = False, cache_cond: bool = True, unroll: int | None = None
+    cfg: ModelConfig,
+    dtype: str = "float32",
+    masked: bool = False,
+    cache_cond: bool = True,
+    unroll: int | None = None,
+    excitation: bool = False,
 ):
     """The jitted `(params, mel, z[, widths]) -> audio` for one model config and compute type:
     inference-form params, mel (B, bands, F), z (B, T) with T = output_length(F) -> audio (B, T).
     `unroll`: rows per row-scan iteration; None picks `default_row_unroll` per backend when the program
-    is lowered (so an exported program carries each backend's choice)."""
+    is lowered (so an exported program carries each backend's choice). `excitation`: a source-filter
+    model's output before its filter (for chunks that carry the filter's state)."""
     model, precision = AudioFlow(cfg), precision_policy(dtype)
 
     def run(unroll, params, mel, z, widths):
         c = model.apply(params, mel, z.shape[1], method=AudioFlow.condition)
         per_flow = model.apply(params, True, method=AudioFlow.per_flow_inputs)
         z2d = jnp.swapaxes(z.reshape(z.shape[0], -1, cfg.n_groups), 1, 2)
-        return from_rows(_inverse(cfg, precision, cache_cond, unroll, params["params"], per_flow, c, z2d, widths))
+        x = from_rows(_inverse(cfg, precision, cache_cond, unroll, params["params"], per_flow, c, z2d, widths))
+        if cfg.source_filter == "none" or excitation:
+            return x
+        return model.apply(params, x, mel, method=AudioFlow.colour)[0]
 
     def fn(params, mel, z, widths=None):
         if unroll is not None:
@@ -194,14 +203,15 @@ def synthesize_prepared(
     dtype: str = "float32",
     cache_cond: bool | None = None,
     bucket_frames: int | None = None,
+    excitation: bool = False,
 ) -> list[np.ndarray]:
     """The whole batch in one program, from what has been prepared once (`vocoder.Vocoder`): (bands, F)
     mels already checked (`check_mels` gave `lengths`), inference-form params, noise (B, >= max(lengths)).
     Nothing is checked or folded again. Frame counts are padded to `bucket_frames_for(max F,
     bucket_frames)` and the batch to `bucket_batch`, so nearby sizes share a program; padding is masked
     and trimmed, so the outputs are exact. `cache_cond`: keep the shared layers' conditioning terms for
-    all rows (default: when under 1 GiB). A non-finite result in reduced precision is redone in float32
-    with a warning. -> one 1-D array per mel."""
+    all rows (default: when under 1 GiB); `excitation`: see `synthesis_fn`. A non-finite result in reduced
+    precision is redone in float32 with a warning. -> one 1-D array per mel."""
     cfg = model.config
     frames = [m.shape[1] for m in mels]
     f_max = bucket_frames_for(max(frames), bucket_frames)
@@ -217,7 +227,9 @@ def synthesize_prepared(
         cache_cond = cache_cond_fits(cfg, b_pad, t_max)
 
     def run(dt):
-        return np.asarray(synthesis_fn(cfg, dt, True, cache_cond)(params, jnp.asarray(mel_b), z_b, widths))[:b]
+        return np.asarray(
+            synthesis_fn(cfg, dt, True, cache_cond, excitation=excitation)(params, jnp.asarray(mel_b), z_b, widths)
+        )[:b]
 
     audio = run(dtype)
     outs = [a[:t] for a, t in zip(audio, lengths, strict=True)]
