@@ -57,7 +57,7 @@ def test_evaluate_writes_the_table_and_every_figure(untrained, tmp_path, capsys)
     assert len(result["utterances"]) == 5
     for row in result["utterances"]:
         assert row["ll"] is not None and math.isfinite(row["ll"])
-        for system in ("model", "griffin_lim"):
+        for system in ("model", "griffin_lim", "lpc_noise"):
             assert set(row[system]) == {*nf.audio.quality.METRICS, "rtf"}
             assert row[system]["rtf"] > 0
     model, gl = result["mean"]["model"], result["mean"]["griffin_lim"]
@@ -65,6 +65,10 @@ def test_evaluate_writes_the_table_and_every_figure(untrained, tmp_path, capsys)
     assert model["log_mel_l1"] > 3 * gl["log_mel_l1"]
     assert model["stoi"] < gl["stoi"] and model["mcd_db"] > gl["mcd_db"]
     assert gl["ll"] is None  # Griffin-Lim has no likelihood
+    # the floor of a source-filter model follows the mel's envelope: far closer to it than white noise
+    floor = result["mean"]["lpc_noise"]
+    assert "| **all** | noise through the mel's LPC envelope | 5 |" in table
+    assert floor["log_mel_l1"] < 0.5 * model["log_mel_l1"] and floor["stoi"] > model["stoi"]
     # an untrained model is the identity (zero-initialised heads): its LL is the standard normal's of the
     # audio itself, -(ln(2 pi) + E[x^2]) / 2 per sample
     x, sr = nf.audio.read_audio(result["held_out"]["en_US_f_Allison"][0])

@@ -112,8 +112,8 @@ def test_non_finite_reduced_precision_falls_back(monkeypatch):
     model, params, mel, z = _case("nanoflow")
     real = fast.synthesis_fn
 
-    def broken(cfg, dtype="float32", *a):  # a reduced-precision run that overflows
-        fn = real(cfg, dtype, *a)
+    def broken(cfg, dtype="float32", *a, **k):  # a reduced-precision run that overflows
+        fn = real(cfg, dtype, *a, **k)
         return (lambda *args: fn(*args) * jnp.inf) if dtype != "float32" else fn
 
     monkeypatch.setattr(fast, "synthesis_fn", broken)
@@ -148,13 +148,14 @@ def test_matches_official_synthesis(name):
 
 
 def test_row_form_equals_the_full_estimator_layer_by_layer():
-    """models.row_estimator, row by row, against the 2-D estimator it mirrors: every layer's output on
+    """models.row_inverse, row by row, against the 2-D estimator it mirrors: every layer's output on
     every row, and the head's projection, for one flow of a NanoFlow with a height-dilation cycle (so the
     row caches hold lags 1, 2 and 4) and multiplicative gates."""
     from nanoflow_jax.flows import shift_rows, to_rows
     from nanoflow_jax.models import AudioFlow, precision_policy
-    from nanoflow_jax.models.row_estimator import RowEstimator
-    from nanoflow_jax.models.wavenet2d import WaveNet2D
+    from nanoflow_jax.models.heads import project
+    from nanoflow_jax.models.row_inverse import RowEstimator
+    from nanoflow_jax.models.wavenet2d import WaveNet2D, fold_embedding
 
     cfg = dataclasses.replace(tiny("nanoflow"), n_layers=3, n_groups=8, height_dilation_cycle=3)
     model, params, audio, mel = model_and_params(cfg, frames=2)
@@ -174,18 +175,20 @@ def test_row_form_equals_the_full_estimator_layer_by_layer():
             )
         )
     row = RowEstimator(cfg, x_in.shape[2], precision_policy("float32"))
-    layers, head_const = row.fold_head(row.estimator_weights(p["estimator"], range(cfg.n_layers)), xs["head"])
-    front = row.front_weights(p["estimator"])
+    front, weights = WaveNet2D(cfg).apply({"params": p["estimator"]}, method=WaveNet2D.row_weights)
+    layers = [row.layer_weights(w, j) for j, w in enumerate(weights)]
+    layers, head_const = row.fold_head(layers, xs["head"])
+    front = fold_embedding(*front, None)
     caches = row.init_caches(x_in.shape[0])
     for i in range(g):
         start = max(s for s, _ in row.phases() if s <= i)
-        h = x_in[:, i][..., None] * front["kernel"][0] + front["bias"]
+        h = x_in[:, i][..., None] * front[0] + front[1]
         proj = head_const
         for j, w in enumerate(layers):
-            cond = c[:, i] @ w["cond"] + w["bias"] + xs["bias"][j]
+            cond = c[:, i] @ w["cond"] + w["cond_bias"] + w["bias"] + xs["bias"][j]
             h, skip, caches[j] = row.layer_step(j, i, start, h, caches[j], w, cond, xs["gates"][j], None)
             proj = proj + skip
             if j < cfg.n_layers - 1:
                 assert max_err(h, full[j][0][:, i]) < 1e-5, (i, j)
-        want = full[-1][1][:, i] @ xs["head"]["kernel"] + xs["head"]["bias"]
+        want = project(full[-1][1][:, i], xs["head"])
         assert max_err(proj, want) < 1e-5, i

@@ -66,6 +66,18 @@ def test_causal_conv_gradient_matches_autodiff():
         got = jax.grad(lambda x, w, dil=dil, f32=f32: jnp.sum(causal_conv2d(x, w, dil, f32) * g), (0, 1))(x, w)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+        tangents = (0.3 * x, 0.2 * w)  # forward mode needs no switch
+        fwd = jax.jvp(lambda x, w, dil=dil, f32=f32: causal_conv2d(x, w, dil, f32), (x, w), tangents)[1]
+        np.testing.assert_allclose(fwd, jax.jvp(ref, (x, w), tangents)[1], atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_kernel_gradient_is_matmuls_not_a_convolution():
+    x, w = jnp.ones((2, 6, 20, 5)), jnp.ones((3, 3, 5, 7))
+    f32 = POLICIES["float32"]
+    loss = lambda x, w: jnp.sum(causal_conv2d(x, w, (1, 1), f32) ** 2)  # noqa: E731
+    hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()  # the CPU program XLA runs
+    # the forward convolution and the input gradient's; the kernel gradient is one matmul per tap
+    assert len(re.findall(r"= \S+ convolution\(", hlo)) == 2 and len(re.findall(r" dot\(", hlo)) == 9
 
 
 def small_setup():

@@ -2,7 +2,8 @@
 
 For each held-out utterance (the run's own test split, the first `per_speaker` of each speaker folder):
 the test log-likelihood of the whole utterance (the paper's protocol, nats per sample), every metric of
-`audio.quality` for the model's synthesis and for Griffin-Lim's, and each one's real-time factor (wall
+`audio.quality` for the model's synthesis, for Griffin-Lim's and for noise through the mel's own
+all-pole envelope (the floor of a source-filter model: `synth.scoring`), and each one's real-time factor (wall
 seconds per audio second, after a warm-up of that shape). Means per speaker and overall.
 """
 
@@ -28,7 +29,7 @@ from nanoflow_jax.synth.scoring import CopySynthesisScorer
 from nanoflow_jax.train.audio_eval import bucket_length
 from nanoflow_jax.train.audio_loss import utterance_nll
 
-SYSTEMS = ("model", "griffin_lim")
+SYSTEMS = ("model", "griffin_lim", "lpc_noise")
 COLUMNS = ("ll", *quality.METRICS, "rtf")
 
 
@@ -91,12 +92,13 @@ def evaluate(
         audio = np.zeros((1, padded), np.float32)
         audio[0, : len(x)] = x
         nll = float(nll_fn(params, jnp.asarray(audio), jnp.asarray([len(x)], jnp.int32))[0])
-        scored = scorer(x, temperature, jax.random.fold_in(rng, i), griffin_lim=baseline)
+        scored = scorer(x, temperature, jax.random.fold_in(rng, i), griffin_lim=baseline, floor=baseline)
         if scored is None:  # the model's synthesis was not finite
             continue
         row = {"speaker": speaker, "file": os.path.basename(path), "seconds": scored["seconds"], "ll": -nll}
         row["model"] = scored["model"]
-        row["griffin_lim"] = scored.get("griffin_lim", dict.fromkeys((*quality.METRICS, "rtf"), math.nan))
+        for system in SYSTEMS[1:]:
+            row[system] = scored.get(system, dict.fromkeys((*quality.METRICS, "rtf"), math.nan))
         rows.append(row)
     progress(len(files), len(files), "done")
     if sys.stderr.isatty():
@@ -120,8 +122,8 @@ def _means(rows: list[dict]) -> dict[str, dict[str, float]]:
         vals = {}
         for col in COLUMNS:
             vals[col] = quality.finite_mean(r["ll"] if col == "ll" else r[system][col] for r in rows)
-        if system == "griffin_lim":
-            vals["ll"] = math.nan  # Griffin-Lim has no likelihood
+        if system != "model":
+            vals["ll"] = math.nan  # the baselines have no likelihood
         out[system] = vals
     out["n"] = len(rows)
     return out
@@ -147,6 +149,10 @@ def markdown_table(result: dict[str, Any]) -> str:
         for system in SYSTEMS:
             vals = means[system]
             cells = ["" if math.isnan(vals[c]) else f"{vals[c]:.3f}" for c in COLUMNS]
-            name = "model" if system == "model" else f"Griffin-Lim ({result['griffin_lim_iters']} it.)"
+            name = {
+                "model": "model",
+                "griffin_lim": f"Griffin-Lim ({result['griffin_lim_iters']} it.)",
+                "lpc_noise": "noise through the mel's LPC envelope",
+            }[system]
             lines.append(f"| {speaker} | {name} | {means['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

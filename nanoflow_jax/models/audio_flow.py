@@ -27,12 +27,13 @@ import jax.numpy as jnp
 
 from nanoflow_jax.flows import flip_rows, from_rows, make_coupling, shift_rows, to_rows
 from nanoflow_jax.flows import source_filter as sf
+from nanoflow_jax.models import row_inverse
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.conditioner import Conditioner
 from nanoflow_jax.models.heads import ProjHeads, project
 from nanoflow_jax.models.precision import precision_policy
 from nanoflow_jax.models.source_filter import block_envelope
-from nanoflow_jax.models.wavenet2d import WaveNet2D
+from nanoflow_jax.models.wavenet2d import WaveNet2D, fold_embedding
 
 Array = jax.Array
 
@@ -280,6 +281,52 @@ class AudioFlow(nn.Module):
             x, log_det, _ = self.colour(x, mel)
             logdet = logdet + log_det
         return x, logdet
+
+    def fast_inverse(
+        self,
+        z: Array,
+        mel: Array,
+        widths: Array | None = None,
+        cache_cond: bool = True,
+        unroll: int = 1,
+        excitation: bool = False,
+    ) -> Array:
+        """The exact inverse as the cached row-by-row form (`models.row_inverse`), one forward pass of
+        work: z (B, T), mel (B, bands, F) -> audio (B, T). `widths` (B,): each item's valid columns;
+        `cache_cond`: keep the shared layers' conditioning terms for all rows; `unroll`: rows per
+        iteration of the row scan; `excitation`: a source-filter model's output before its filter."""
+        cfg = self.config
+        n = cfg.n_shared
+        c = self.condition(mel, z.shape[1])
+        shared_front, shared = self.estimator.row_weights() if n else (None, [])
+        cond_shared = None
+        if n and cache_cond:  # rows first, the layers next: (G, n, B, W, 2C)
+            cond_shared = self.estimator.condition(jnp.swapaxes(c, 0, 1), axis=1)
+
+        def own_weights(xs):
+            front, own = shared_front, []
+            if n < cfg.n_layers:
+                front_top, own = self._top().apply({"params": xs["estimator"]}, method=WaveNet2D.row_weights)
+                front = front if n else front_top
+            return fold_embedding(*front, xs.get("embedding")), own
+
+        x = row_inverse.cached_inverse(
+            cfg,
+            self.precision,
+            self.coupling,
+            unroll,
+            c,
+            to_rows(z.astype(jnp.float32), cfg.n_groups),
+            self.per_flow_inputs(every_flow=True),
+            shared,
+            own_weights,
+            cond_shared,
+            widths,
+        )
+        x = from_rows(x)
+        if cfg.source_filter == "none" or excitation:
+            return x
+        return self.colour(x, mel)[0]
 
     def envelope(self, mel: Array, samples: int) -> tuple[Array, Array]:
         """The source filter's predictor (B, blocks, p) and log gain (B, blocks) over `samples` samples,

@@ -9,39 +9,22 @@ when the program is lowered (`platform.on_platform`).
   the kernel gradient as one matmul per tap (XLA's CPU backend runs the derived convolutions far slower
   inside the flow scan). Figures: bench/RESULTS.md.
 
-The convolution is a `jax.custom_vjp`, so it has reverse mode only; `autodiff_convs()` switches to the
-plain differentiable form for forward-mode checks (jax.jacfwd in the tests).
+Each convolution is a `precision.bilinear`: forward mode (jax.jvp, jax.jacfwd) runs the convolution on
+the tangents, and reverse mode uses the explicit products above.
 """
 
 from __future__ import annotations
-
-import contextlib
-import functools
-import threading
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from nanoflow_jax.models.platform import on_platform
-from nanoflow_jax.models.precision import Precision, dtype_marker
+from nanoflow_jax.models.precision import Precision, bilinear
 
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 NHWC = ("NHWC", "HWIO", "NHWC")
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def autodiff_convs():
-    """Within this context the convolutions are plain JAX ops (forward and reverse mode on every
-    backend, slower gradients on CPU): for jax.jvp / jax.jacfwd."""
-    before = getattr(_state, "autodiff", False)
-    _state.autodiff = True
-    try:
-        yield
-    finally:
-        _state.autodiff = before
 
 
 def _conv(x: Array, w: Array, padding: Padding, dilation: tuple[int, int], p: Precision) -> Array:
@@ -60,9 +43,32 @@ def _conv(x: Array, w: Array, padding: Padding, dilation: tuple[int, int], p: Pr
 def conv2d(x: Array, w: Array, padding: Padding, dilation: tuple[int, int], p: Precision) -> Array:
     """x (B, H, W, Cin) * w (kh, kw, Cin, Cout) with static `padding` ((top, bottom), (left, right)) that
     keeps H and W, kernel `dilation` (dh, dw) -> (B, H, W, Cout) float32."""
-    if getattr(_state, "autodiff", False):
-        return _conv(x, w, padding, dilation, p)
-    return _conv2d(x, w, padding, dilation, p)
+    x_like = jax.ShapeDtypeStruct(x.shape, p.operand_dtype)
+    w_like = jax.ShapeDtypeStruct(w.shape, p.operand_dtype)
+
+    def forward(x, w):
+        return on_platform(
+            cpu=lambda x, w: [_cpu_forward(x, w, padding, dilation, p)],
+            default=lambda x, w: [_conv(x, w, padding, dilation, p)],
+        )(x, w)[0]
+
+    def cpu_cotangent(x, w, g, argnum):  # the CPU form's own reverse mode (its explicit products)
+        _, pullback = jax.vjp(lambda a, b: _cpu_forward(a, b, padding, dilation, p), x, w)
+        return pullback(g)[argnum].astype(jnp.float32)
+
+    def x_cotangent(w, g):
+        return on_platform(
+            cpu=lambda w, g: [cpu_cotangent(jnp.zeros(x_like.shape, x_like.dtype), w, g, 0)],
+            default=lambda w, g: [_native_x_cotangent(x_like, w, g, padding, dilation, p)],
+        )(w, g)[0]
+
+    def w_cotangent(x, g):
+        return on_platform(
+            cpu=lambda x, g: [cpu_cotangent(x, jnp.zeros(w_like.shape, w_like.dtype), g, 1)],
+            default=lambda x, g: [_native_w_cotangent(x, w_like, g, padding, dilation, p)],
+        )(x, g)[0]
+
+    return bilinear(forward, x_cotangent, w_cotangent, p.operand)(x, w)
 
 
 def causal_conv2d(x: Array, w: Array, dilation: tuple[int, int], p: Precision, upward: Array | int = 0) -> Array:
@@ -87,52 +93,35 @@ def same_conv2d(x: Array, w: Array, p: Precision) -> Array:
     return conv2d(x, w, ((k // 2, k // 2),) * 2, (1, 1), p)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv2d(x, w, padding, dilation, p):
-    return on_platform(
-        cpu=lambda x, w: [_cpu_forward(x, w, padding, dilation, p)],
-        default=lambda x, w: [_conv(x, w, padding, dilation, p)],
-    )(x, w)[0]
-
-
-def _conv2d_fwd(x, w, padding, dilation, p):
-    # the operands are kept as the convolution reads them (narrow under reduced precision)
-    return _conv2d(x, w, padding, dilation, p), (p.operand(x), p.operand(w), dtype_marker(x), dtype_marker(w))
-
-
-def _conv2d_bwd(padding, dilation, p, res, g):
-    x, w, x_dtype, w_dtype = res
-    dx, dw = on_platform(
-        cpu=lambda x, w, g: [
-            d.astype(jnp.float32) for d in jax.vjp(lambda a, b: _cpu_forward(a, b, padding, dilation, p), x, w)[1](g)
-        ],
-        default=lambda x, w, g: _native_backward(x, w, g, padding, dilation, p),
-    )(x, w, g)
-    return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
-
-
-_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
 # -- accelerators ----------------------------------------------------------------------------------------
-def _native_backward(x, w, g, padding, dilation, p: Precision):
-    """Gradients of `_conv` with respect to x and w (as they were read: narrow under reduced precision)."""
-    if not p.reduced:  # JAX's own transposes keep the precision
-        (dx,) = jax.linear_transpose(lambda a: _conv(a, w, padding, dilation, p), x)(g)
-        (dw,) = jax.linear_transpose(lambda b: _conv(x, b, padding, dilation, p), w)(g)
-        return dx, dw
-    # the same convolutions as JAX's transposes, but on narrow operands with float32 results
+def _native_x_cotangent(x_like, w, g, padding, dilation, p: Precision):
+    """The input gradient of `_conv` (w as it was read: narrow under reduced precision)."""
+    if not p.reduced:  # JAX's own transpose keeps the precision
+        return jax.linear_transpose(lambda a: _conv(a, w, padding, dilation, p), x_like)(g)[0]
+    # the convolution JAX's transpose runs, on narrow operands with a float32 result
     (top, bottom), (left, right) = padding
     (kh, kw), (dh, dwid) = w.shape[:2], dilation
-    xc, wc, gc = x, w, p.operand(g)
-    common = dict(precision=p.lax_precision, preferred_element_type=jnp.float32)
     back_pad = ((dh * (kh - 1) - top, dh * (kh - 1) - bottom), (dwid * (kw - 1) - left, dwid * (kw - 1) - right))
-    flipped = jnp.flip(wc, (0, 1))
-    dx = lax.conv_general_dilated(
-        gc, flipped, (1, 1), back_pad, rhs_dilation=dilation, dimension_numbers=("NHWC", "HWOI", "NHWC"), **common
+    return lax.conv_general_dilated(
+        p.operand(g),
+        jnp.flip(w, (0, 1)),
+        (1, 1),
+        back_pad,
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        precision=p.lax_precision,
+        preferred_element_type=jnp.float32,
     )
-    dk = lax.conv_general_dilated(xc, gc, dilation, padding, dimension_numbers=("CHWN", "IHWO", "HWNC"), **common)
-    return dx, dk
+
+
+def _native_w_cotangent(x, w_like, g, padding, dilation, p: Precision):
+    """The kernel gradient of `_conv` (x as it was read)."""
+    if not p.reduced:
+        return jax.linear_transpose(lambda b: _conv(x, b, padding, dilation, p), w_like)(g)[0]
+    common = dict(precision=p.lax_precision, preferred_element_type=jnp.float32)
+    return lax.conv_general_dilated(
+        x, p.operand(g), dilation, padding, dimension_numbers=("CHWN", "IHWO", "HWNC"), **common
+    )
 
 
 # -- CPU -----------------------------------------------------------------------------------------------
@@ -155,35 +144,30 @@ def _cpu_forward(x, w, padding, dilation, p: Precision):
     return y[:, :, :width]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _explicit_conv(x, w, padding, dh, p):
-    return _conv(x, w, padding, (dh, 1), p)
-
-
-def _explicit_conv_fwd(x, w, padding, dh, p):
-    return _explicit_conv(x, w, padding, dh, p), (p.operand(x), p.operand(w), dtype_marker(x), dtype_marker(w))
-
-
-def _explicit_conv_bwd(padding, dh, p, res, g):
-    x, w, x_dtype, w_dtype = res
+def _explicit_conv(x, w, padding, dh, p: Precision):
+    """`_conv` without width dilation, whose reverse mode is written out: the input gradient as the same
+    convolution with the kernel flipped and transposed, padded the other way; the kernel gradient as one
+    (rows, Cin)^T @ (rows, Cout) matmul per tap."""
     kh, kw = w.shape[:2]
     (top, bottom), (left, right) = padding
-    g = p.operand(g)
-    # input gradient: the same convolution with the kernel flipped and transposed, padded the other way
     reach = dh * (kh - 1)
-    back = ((reach - top, reach - bottom), (kw - 1 - left, kw - 1 - right))
-    dx = _conv(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), back, (dh, 1), p)
-    h, width = g.shape[1], g.shape[2]
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    g2 = g.reshape(-1, g.shape[-1])
+    cin = x.shape[-1]
 
-    def tap(i, j):  # kernel gradient of one tap: (rows, Cin)^T @ (rows, Cout)
-        xs = xp[:, i * dh : i * dh + h, j : j + width].reshape(-1, x.shape[-1])
+    def x_cotangent(w, g):
+        back = ((reach - top, reach - bottom), (kw - 1 - left, kw - 1 - right))
+        return _conv(p.operand(g), jnp.flip(w, (0, 1)).swapaxes(2, 3), back, (dh, 1), p)
+
+    def w_cotangent(x, g):
+        g = p.operand(g)
+        h, width = g.shape[1], g.shape[2]
+        xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        g2 = g.reshape(-1, g.shape[-1])
         dims = (((0,), (0,)), ((), ()))
-        return lax.dot_general(xs, g2, dims, precision=p.lax_precision, preferred_element_type=jnp.float32)
 
-    dw = jnp.stack([jnp.stack([tap(i, j) for j in range(kw)]) for i in range(kh)])
-    return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
+        def tap(i, j):
+            xs = xp[:, i * dh : i * dh + h, j : j + width].reshape(-1, cin)
+            return lax.dot_general(xs, g2, dims, precision=p.lax_precision, preferred_element_type=jnp.float32)
 
+        return jnp.stack([jnp.stack([tap(i, j) for j in range(kw)]) for i in range(kh)])
 
-_explicit_conv.defvjp(_explicit_conv_fwd, _explicit_conv_bwd)
+    return bilinear(lambda a, b: _conv(a, b, padding, (dh, 1), p), x_cotangent, w_cotangent, p.operand)(x, w)

@@ -42,6 +42,13 @@ def kernel_param(mdl: nn.Module, shape: tuple[int, ...], fan_in: int, use_weight
     return weight_norm(v, g)
 
 
+def stored_kernel(mdl: nn.Module) -> Array:
+    """The kernel a bound module computes with, from whichever form its params hold (a plain `kernel`, or
+    weight norm's `v` and `g`)."""
+    p = mdl.variables["params"]
+    return p["kernel"] if "kernel" in p else weight_norm(p["v"], p["g"])
+
+
 class Dense(nn.Module):
     """1x1 convolution over the last axis (weight norm optional), PyTorch initialisation."""
 
@@ -58,6 +65,10 @@ class Dense(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", torch_uniform(fan_in), (self.features,))
         return y
+
+    def weights(self) -> tuple[Array, Array | None]:
+        """(kernel (Cin, Cout), bias or None), as the call computes with them."""
+        return stored_kernel(self), self.variables["params"].get("bias")
 
 
 class CausalConv(nn.Module):
@@ -77,3 +88,7 @@ class CausalConv(nn.Module):
         w = kernel_param(self, (kh, kw, c_in, self.features), fan_in, True)
         y = causal_conv2d(x, w, tuple(self.dilation), precision_policy(self.precision), upward)
         return y + self.param("bias", torch_uniform(fan_in), (self.features,))
+
+    def weights(self) -> tuple[Array, Array]:
+        """(kernel (kh, kw, Cin, Cout), bias), as the call computes with them."""
+        return stored_kernel(self), self.variables["params"]["bias"]

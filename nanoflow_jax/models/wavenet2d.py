@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from nanoflow_jax.models.audio_config import ModelConfig
-from nanoflow_jax.models.layers import CausalConv, Dense, kernel_param, torch_uniform
+from nanoflow_jax.models.layers import CausalConv, Dense, kernel_param, stored_kernel, torch_uniform
 
 Array = jax.Array
 
@@ -59,6 +59,15 @@ class ResidualLayer(nn.Module):
 
     def condition(self, c: Array) -> Array:
         return self.cond_proj(c)
+
+    def row_weights(self) -> dict:
+        """The layer's kernels and biases as its one-row form reads them (`models.row_inverse`): conv
+        (3, 3, C, 2C) and bias, cond (bands, 2C) and cond_bias, res_skip (C, 2C) and res_skip_bias."""
+        names = {"conv": self.conv, "cond": self.cond_proj, "res_skip": self.res_skip}
+        weights = {}
+        for name, layer in names.items():
+            weights[name], weights["bias" if name == "conv" else f"{name}_bias"] = layer.weights()
+        return weights
 
     def embed(self, e: Array) -> Array:
         return self.embed_proj(e)
@@ -96,9 +105,20 @@ class FrontConv(nn.Module):
         n_in = 1 + (cfg.embed_dim if cfg.injects("concat") else 0)
         w = kernel_param(self, (n_in, cfg.channels), n_in, True)
         b = self.param("bias", torch_uniform(n_in), (cfg.channels,))
-        if n_in > 1:
-            b = b + jnp.dot(e, w[1:], precision=jax.lax.Precision.HIGHEST)[..., None, None, :]
-        return x[..., None] * w[0] + b
+        w0, b = fold_embedding(w, b, e)
+        return x[..., None] * w0 + (b if n_in == 1 else b[..., None, None, :])
+
+    def row_weights(self) -> tuple[Array, Array]:
+        """(kernel (1 [+ D], C), bias (C,)): `fold_embedding` turns them into one flow's row form."""
+        return stored_kernel(self), self.variables["params"]["bias"]
+
+
+def fold_embedding(w: Array, b: Array, e: Array | None) -> tuple[Array, Array]:
+    """A front kernel (1 [+ D], C) and bias -> the audio's kernel row and the bias with a concatenated
+    embedding's part (e @ w[1:]) added: the embedding is constant over a flow, so it is a bias."""
+    if w.shape[0] > 1:
+        b = b + jnp.dot(e, w[1:], precision=jax.lax.Precision.HIGHEST)
+    return w[0], b
 
 
 class WaveNet2D(nn.Module):
@@ -118,9 +138,10 @@ class WaveNet2D(nn.Module):
             ResidualLayer(self.config, i, self.precision, name=f"layer_{i}") for i in range(self.first, last)
         ]
 
-    def condition(self, c: Array) -> Array:
-        """(B, G, W, bands) -> (B, G, W, n_layers, 2C) conditioning term of every layer."""
-        return jnp.stack([layer.condition(c) for layer in self.layers], axis=-2)
+    def condition(self, c: Array, axis: int = -2) -> Array:
+        """(B, G, W, bands) -> (B, G, W, n_layers, 2C) conditioning term of every layer (the layers on
+        `axis`)."""
+        return jnp.stack([layer.condition(c) for layer in self.layers], axis=axis)
 
     def embed(self, e: Array) -> Array:
         """(..., D) flow embedding(s) -> (..., n_layers, 2C) per-layer additive bias."""
@@ -128,6 +149,11 @@ class WaveNet2D(nn.Module):
 
     def front(self, x_in: Array, e: Array | None = None) -> Array:
         return self.front_conv(x_in, e)
+
+    def row_weights(self) -> tuple[tuple[Array, Array] | None, list[dict]]:
+        """(the front conv's `FrontConv.row_weights` or None, each layer's `ResidualLayer.row_weights`)."""
+        front = self.front_conv.row_weights() if self.has_front else None
+        return front, [layer.row_weights() for layer in self.layers]
 
     def __call__(
         self,

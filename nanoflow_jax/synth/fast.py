@@ -1,10 +1,6 @@
-"""Fast synthesis: the exact row-by-row inverse with per-layer row caches (`models.row_estimator`), as one
-compiled program whose cost is one forward pass. Flows and rows are two nested `lax.scan`s; nothing runs
-in Python per row.
-
-Precision (`models.precision`): the matmul operands follow the policy (float32 is true float32; bfloat16 /
-float16 with float32 accumulation); the running samples, the residual stream, the gate non-linearities,
-the skip sum, the projection heads and the coupling stay float32.
+"""Fast synthesis: the model's cached inverse (`AudioFlow.fast_inverse`, `models.row_inverse`) compiled
+once per model, compute type and bucket, with the batch padded, bucketed and trimmed around it; the
+lengths the official synthesis keeps; the latent noise.
 """
 
 from __future__ import annotations
@@ -19,11 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nanoflow_jax.flows import from_rows, make_coupling
 from nanoflow_jax.models import AudioFlow, ModelConfig, precision_policy
 from nanoflow_jax.models.platform import on_platform
-from nanoflow_jax.models.precision import Precision
-from nanoflow_jax.models.row_estimator import RowEstimator
 
 Array = jnp.ndarray
 TRIM_FRAMES = 3  # the official synthesis drops the last 3 frames (768 samples) the upsampler smears
@@ -44,79 +37,6 @@ def cache_cond_fits(cfg: ModelConfig, batch: int, samples: int) -> bool:
 
 def min_frames(cfg: ModelConfig) -> int:
     return next(f for f in range(TRIM_FRAMES + 1, TRIM_FRAMES + 2 + cfg.n_groups) if output_length(f, cfg) > 0)
-
-
-def _inverse(
-    cfg: ModelConfig,
-    precision: Precision,
-    cache_cond: bool,
-    unroll: int,
-    p: dict,
-    per_flow: dict,
-    c: Array,
-    z: Array,
-    widths: Array | None,
-):
-    """c (B, G, W, bands) conditioning, z (B, G, W) -> x (B, G, W); `widths` (B,) valid columns;
-    `per_flow` the model's per-flow inputs (`AudioFlow.per_flow_inputs(every_flow=True)`).
-    `unroll`: rows per iteration of the row scan (G: the whole flow as straight-line code)."""
-    b, g, width, _ = c.shape
-    n = cfg.n_shared
-    row = RowEstimator(cfg, width, precision)
-    coupling = make_coupling(cfg.coupling, cfg.spline_bins, cfg.spline_tail_bound)
-    mask = None if widths is None else (jnp.arange(width)[None, :] < widths[:, None])[..., None]
-    c = jnp.swapaxes(c, 0, 1)  # rows first: (G, B, W, bands)
-    shared = row.estimator_weights(p["estimator"], range(n)) if n else []
-    cond_shared = None
-    if n and cache_cond:  # (G, n, B, W, 2C): conditioning terms plus the layers' own biases
-        wc = jnp.stack([w["cond"] for w in shared])
-        cond_shared = jnp.einsum(
-            "gbwc,nco->gnbwo",
-            precision.operand(c),
-            precision.operand(wc),
-            precision=precision.lax_precision,
-            preferred_element_type=jnp.float32,
-        )
-        cond_shared = cond_shared + jnp.stack([w["bias"] for w in shared])[:, None, None]
-        cond_shared = precision.operand(cond_shared)
-
-    def flow(z, xs):
-        own = xs.get("estimator", {})
-        layers = shared + row.estimator_weights(own, range(n, cfg.n_layers))
-        layers, head_const = row.fold_head(layers, xs["head"])
-        front = row.front_weights(p["estimator"] if n else own, xs.get("embedding"))
-        first = 0 if cond_shared is None else n  # layers whose conditioning is computed per row
-        wc = jnp.concatenate([w["cond"] for w in layers[first:]], axis=-1) if first < cfg.n_layers else None
-        bias = xs["bias"] + jnp.stack([0.0 * w["bias"] if j < first else w["bias"] for j, w in enumerate(layers)])
-        scale = jnp.exp(3.0 * xs["head"]["scale"])
-
-        def one_row(start, carry, i):
-            x_prev, caches = carry
-            r = jnp.where(xs["upward"] == 1, g - 1 - i, i)  # rows in this flow's order
-            cond = []
-            if cond_shared is not None:
-                cs = cond_shared[r]
-                cond = [cs[j].astype(jnp.float32) for j in range(n)]
-            if wc is not None:
-                extra = precision.dot(c[r], wc)
-                cond += [
-                    extra[..., m * 2 * cfg.channels : (m + 1) * 2 * cfg.channels] for m in range(cfg.n_layers - first)
-                ]
-            cond = [a + bias[j] for j, a in enumerate(cond)]
-            proj, caches = row.step(i, start, x_prev, caches, layers, front, cond, xs, mask)
-            x_row, _ = coupling.inverse(z[i], (proj + head_const) * scale)
-            return (x_row, caches), x_row
-
-        carry, x = (jnp.zeros((b, width), jnp.float32), row.init_caches(b)), []
-        for start, end in row.phases():  # one loop per phase: each has its own static matmul shapes
-            step = functools.partial(one_row, start)
-            carry, x_phase = jax.lax.scan(step, carry, jnp.arange(start, end), unroll=min(unroll, end - start))
-            x.append(x_phase)
-        x = jnp.concatenate(x)
-        return jnp.flip(x, 0), None  # (G, B, W); undo this flow's flip
-
-    x, _ = jax.lax.scan(flow, jnp.swapaxes(z, 0, 1), per_flow, reverse=True)
-    return jnp.swapaxes(x, 0, 1)
 
 
 def default_row_unroll(cfg: ModelConfig) -> tuple[int, int]:
@@ -141,16 +61,10 @@ def synthesis_fn(
     `unroll`: rows per row-scan iteration; None picks `default_row_unroll` per backend when the program
     is lowered (so an exported program carries each backend's choice). `excitation`: a source-filter
     model's output before its filter (for chunks that carry the filter's state)."""
-    model, precision = AudioFlow(cfg), precision_policy(dtype)
+    model = AudioFlow(cfg, dtype=precision_policy(dtype).operand_dtype)
 
     def run(unroll, params, mel, z, widths):
-        c = model.apply(params, mel, z.shape[1], method=AudioFlow.condition)
-        per_flow = model.apply(params, True, method=AudioFlow.per_flow_inputs)
-        z2d = jnp.swapaxes(z.reshape(z.shape[0], -1, cfg.n_groups), 1, 2)
-        x = from_rows(_inverse(cfg, precision, cache_cond, unroll, params["params"], per_flow, c, z2d, widths))
-        if cfg.source_filter == "none" or excitation:
-            return x
-        return model.apply(params, x, mel, method=AudioFlow.colour)[0]
+        return model.apply(params, z, mel, widths, cache_cond, unroll, excitation, method=AudioFlow.fast_inverse)
 
     def fn(params, mel, z, widths=None):
         if unroll is not None:
