@@ -103,3 +103,16 @@ def test_the_copy_synthesis_scorer_scores_what_it_synthesises(vocoder):
     for k, v in want.items():
         np.testing.assert_equal(row["model"][k], v)
     assert scorer(x[: 8 * 256 - 1], 0.5, rng) is None  # too short to score
+
+
+def test_a_vocoder_samples_at_its_own_temperature_unless_told(vocoder):
+    mel = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (80, 24))) - 4.0
+    rng = jax.random.PRNGKey(2)
+    warm = nf.Vocoder(vocoder.model, vocoder.params, vocoder.mel_config, temperature=0.6)
+    np.testing.assert_array_equal(warm.synthesize(mel, rng=rng), vocoder.synthesize(mel, temperature=0.6, rng=rng))
+    np.testing.assert_array_equal(
+        warm.synthesize(mel, temperature=0.9, rng=rng), vocoder.synthesize(mel, temperature=0.9, rng=rng)
+    )
+    assert vocoder.temperature == 1.0  # a checkpoint names none
+    shipped = nf.load_vocoder()
+    assert shipped.temperature == nf.voice_info().get("temperature", 1.0)

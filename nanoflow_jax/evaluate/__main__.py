@@ -17,6 +17,7 @@ from nanoflow_jax.cli import parse_module_flags, run_cli
 from nanoflow_jax.errors import UsageError
 
 DEFAULT_SPLIT = {"source": "folder", "test_fraction": 0.1, "test_split": "per_folder"}
+DEFAULT_TEMPERATURE = 0.8
 
 
 def define(fv: Any) -> None:
@@ -29,7 +30,9 @@ def define(fv: Any) -> None:
     flags.DEFINE_string("config", None, "The official JSON config that goes with --official.", **d)
     flags.DEFINE_string("data", None, "Folder of recordings (default: the run's data.path).", **d)
     flags.DEFINE_integer("per_speaker", 4, "Held-out utterances per speaker (0: all).", **d)
-    flags.DEFINE_float("temperature", 0.8, "Std of the latent noise.", **d)
+    flags.DEFINE_float(
+        "temperature", None, "Std of the latent noise (default: the shipped voice's measured best, else 0.8).", **d
+    )
     flags.DEFINE_integer("seed", 0, "Seed of the latent noise.", **d)
     flags.DEFINE_integer("griffin_lim_iters", 32, "Griffin-Lim iterations of the baseline.", **d)
     flags.DEFINE_string("out", None, "JSON file for every figure.", **d)
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         from nanoflow_jax.evaluate import evaluate, held_out, json_safe, markdown_table
         from nanoflow_jax.files import atomic_write, check_not_input, check_output_file, resolve_path
 
-        if not math.isfinite(args.temperature) or args.temperature < 0:
+        if args.temperature is not None and (not math.isfinite(args.temperature) or args.temperature < 0):
             raise UsageError(f"--temperature {args.temperature} is not allowed: a finite number >= 0")
         if args.per_speaker < 0 or args.griffin_lim_iters < 1:
             raise UsageError("--per_speaker must be >= 0 and --griffin_lim_iters >= 1")
@@ -56,9 +59,10 @@ def main(argv: list[str] | None = None) -> None:
             inputs = [f for f in (args.official, args.config) if f]
             folders = [d for d in (args.data, args.checkpoint and checkpoint_dir(args.checkpoint)) if d]
             check_not_input(out, inputs, folders)
-        model, params, mel_cfg, data, name, step = _load(args)
+        model, params, mel_cfg, data, name, step, own_temperature = _load(args)
+        temperature = args.temperature if args.temperature is not None else own_temperature or DEFAULT_TEMPERATURE
         speakers = held_out(data, args.data, args.per_speaker or None)
-        result = evaluate(model, params, mel_cfg, speakers, args.temperature, args.seed, args.griffin_lim_iters)
+        result = evaluate(model, params, mel_cfg, speakers, temperature, args.seed, args.griffin_lim_iters)
         command = "python -m nanoflow_jax.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
         result = {
             "model": name,
@@ -94,16 +98,17 @@ def _load(args):
             ckpt.close()
         data = dict(DEFAULT_SPLIT)
         data.update({k: v for k, v in dict(config.get("data", {})).items() if k in (*DEFAULT_SPLIT, "path")})
-        return model, params, MelConfig.from_any(config["data"]), data, args.checkpoint, step
+        return model, params, MelConfig.from_any(config["data"]), data, args.checkpoint, step, None
     if args.official or args.config:
         model, params, mel_cfg = load_model(None, args.official, args.config)
-        return model, params, mel_cfg, dict(DEFAULT_SPLIT), args.official, None
+        return model, params, mel_cfg, dict(DEFAULT_SPLIT), args.official, None, None
     from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info
 
     model, params = load_voice()
     info = voice_info()
     step = info.get("training", {}).get("step")
-    return model, params, MelConfig.from_any(info["data"]), info["data"], f"voice {DEFAULT_VOICE}", step
+    name = f"voice {DEFAULT_VOICE}"
+    return model, params, MelConfig.from_any(info["data"]), info["data"], name, step, info.get("temperature")
 
 
 if __name__ == "__main__":

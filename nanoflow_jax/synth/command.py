@@ -49,7 +49,11 @@ class SynthArgs(Section):
     official: str | None = _path("An official PyTorch checkpoint (.pt); needs --config.")
     config: str | None = _path("The official JSON config that goes with --official.")
     out: str | None = _path("Output .wav (one input) or folder (default synth_out/).")
-    temperature: float = field(1.0, Float(min=0.0), "Std of the latent noise (0.6-1.0 is usual).")
+    temperature: float | None = field(
+        None,
+        Float(min=0.0, optional=True),
+        "Std of the latent noise (0.6-1.0 is usual); default: the shipped voice's measured best, else 1.0.",
+    )
     dtype: str = field("float32", Choice(tuple(POLICIES)), "Precision of the estimator's matmuls.")
     denoise: float = field(0.0, Float(min=0.0), "Denoiser strength (e.g. 0.01); 0 is off.")
     batch: int = field(

@@ -31,6 +31,8 @@ from nanoflow_jax.synth.fast import (
     synthesize_prepared,
 )
 
+DEFAULT_TEMPERATURE = 1.0  # the latent noise's std when neither the call nor the vocoder names one
+
 
 @dataclasses.dataclass(frozen=True)
 class PreparedMels:
@@ -45,10 +47,14 @@ class PreparedMels:
 class Vocoder:
     """A vocoder ready to synthesise. `params` are folded into the inference form here, once (weight norm,
     the flow embedding's projections); `mel_config` (a MelConfig or a config's data section; None: unknown,
-    then `sample_rate` is too) must agree with the model's hop and bands."""
+    then `sample_rate` is too) must agree with the model's hop and bands. `temperature`: the noise's std
+    when a call gives none (a shipped voice's measured best; else DEFAULT_TEMPERATURE)."""
 
-    def __init__(self, model: AudioFlow, params: Any, mel_config: Any = None, name: str = ""):
+    def __init__(
+        self, model: AudioFlow, params: Any, mel_config: Any = None, name: str = "", temperature: float | None = None
+    ):
         self.model, self.name = model, name
+        self.temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
         self.params = inference_params(model, params)
         self.mel_config = None if mel_config is None else MelConfig.from_any(mel_config)
         cfg = model.config
@@ -93,7 +99,7 @@ class Vocoder:
         self,
         mel: Any,
         *,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         dtype: str = "float32",
         z: Any = None,
         rng: jax.Array | None = None,
@@ -107,12 +113,13 @@ class Vocoder:
         that a batch holding a mel longer than `chunk_frames` is synthesised chunk by chunk from the same
         noise (`synthesize_chunks`), so memory is bounded whatever the length. chunk_frames None: chunk a
         batch with a mel longer than LONG_FRAMES, in chunks of DEFAULT_CHUNK_FRAMES; 0: never. z: the latent
-        noise ((B, T) or a list of (T_i,)), else temperature * N(0, 1) from `rng` (default PRNGKey(0)).
+        noise ((B, T) or a list of (T_i,)), else temperature * N(0, 1) from `rng` (default PRNGKey(0));
+        temperature None: the vocoder's own (`Vocoder.temperature`).
         dtype: a precision policy; a non-finite result in reduced precision is redone in float32.
         Returns (B, T) for an array input, a list of 1-D arrays for a list."""
         _check_dtype(dtype)
         p = self.prepare(mel)
-        noise = np.asarray(draw_noise(z, p.lengths, max(p.lengths), temperature, rng))
+        noise = np.asarray(draw_noise(z, p.lengths, max(p.lengths), self._temperature(temperature), rng))
         longest = max(m.shape[1] for m in p.mels)
         if chunk_frames is None:
             chunk_frames = DEFAULT_CHUNK_FRAMES if longest > LONG_FRAMES else 0
@@ -133,7 +140,7 @@ class Vocoder:
         *,
         chunk_frames: int = DEFAULT_CHUNK_FRAMES,
         overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         dtype: str = "float32",
         z: Any = None,
         rng: jax.Array | None = None,
@@ -146,8 +153,11 @@ class Vocoder:
         p = self.prepare(mel)
         if len(p.mels) != 1:
             raise ValueError(f"chunked synthesis takes one mel, got {len(p.mels)}")
-        noise = np.asarray(draw_noise(z, p.lengths, p.lengths[0], temperature, rng))[0]
+        noise = np.asarray(draw_noise(z, p.lengths, p.lengths[0], self._temperature(temperature), rng))[0]
         return self._chunks(p.mels[0], noise, chunk_frames, overlap_frames, dtype)
+
+    def _temperature(self, temperature: float | None) -> float:
+        return self.temperature if temperature is None else temperature
 
     def _chunks(self, mel, noise, chunk_frames, overlap_frames, dtype) -> Iterator[np.ndarray]:
         return chunks_prepared(
@@ -179,11 +189,11 @@ def load_vocoder(
             raise UsageError("give a voice or a checkpoint, not both")
         model, params, mel_cfg = load_model(checkpoint, official, config)
         return Vocoder(model, params, mel_cfg, checkpoint or official or "")
-    from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_mel_config
+    from nanoflow_jax.voices import DEFAULT_VOICE, load_voice, voice_info, voice_mel_config
 
     name = voice or DEFAULT_VOICE
     model, params = load_voice(name)
-    return Vocoder(model, params, voice_mel_config(name), f"voice {name}")
+    return Vocoder(model, params, voice_mel_config(name), f"voice {name}", voice_info(name).get("temperature"))
 
 
 def synthesize(model: AudioFlow, params: Any, mel: Any, **options: Any) -> Any:
