@@ -1,5 +1,6 @@
 """The voice that ships: it loads for library users and is synth.py's default; a voice folder round-trips."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +29,24 @@ def test_a_voice_folder_round_trips(tmp_path, monkeypatch):
     assert voices.voice_mel_config("tiny").sample_rate == 16000
     with pytest.raises(nf.errors.ConfigError, match="no voice 'other'"):
         voices.load_voice("other")
+    with pytest.raises(nf.errors.InputError, match="ships no training-form params"):
+        voices.training_params(str(tmp_path / "tiny"))
+
+
+def test_a_warm_start_reads_a_voice_folders_training_params(tmp_path, monkeypatch):
+    from nanoflow_jax.train.trainer import warm_start_params
+
+    cfg = nf.ModelConfig(variant="nanoflow", n_flows=2, n_layers=2, channels=8, n_groups=8, embed_dim=4)
+    model = nf.build_model(cfg)
+    params = nf.init_params(model, jax.random.PRNGKey(3))
+    folder = str(tmp_path / "tiny")
+    voices.write_voice(folder, nf.inference_params(model, params), {"model": cfg.to_dict()}, training=params)
+    fresh = nf.init_params(model, jax.random.PRNGKey(4))
+    got = warm_start_params(None, folder, fresh)
+    jax.tree.map(np.testing.assert_array_equal, got, jax.tree.map(np.asarray, params))
+    other = nf.init_params(nf.build_model(dataclasses.replace(cfg, channels=4)), jax.random.PRNGKey(4))
+    with pytest.raises(nf.errors.CheckpointError, match="has shape"):
+        warm_start_params(None, folder, other)  # the shapes are checked
 
 
 def test_the_shipped_voice_loads_with_its_licence_and_measured_metrics():

@@ -1,10 +1,13 @@
 """Make a checkpoint the package's shipped voice: nanoflow_jax/voices/NAME/{params.npz, voice.json, LICENSE.txt}.
 
     python tools/ship_voice.py --checkpoint runs/speech --name asterisk5 \
-        --evaluation bench/speech_eval.json --commit 5c875a5 --minutes 95 --cpu "2-core Intel Xeon"
+        --evaluation eval_t0.6.json eval_t0.8.json eval_t1.0.json --commit 5c875a5 --minutes 95 --cpu "..."
 
-voice.json records the model and mel settings, the held-out split, how it was trained and the means of
-the evaluation (python -m nanoflow_jax.evaluate --checkpoint ... --out FILE.json).
+voice.json records the model and mel settings, the held-out split, how it was trained, the means of each
+evaluation (python -m nanoflow_jax.evaluate --checkpoint ... --temperature T --out FILE.json) and the
+temperature that measured best (held-out STOI, then wideband PESQ), which synth.py and evaluate use when
+no --temperature is given. The voice's training-form params ship beside it (train_params.npz), so
+`train.py --warm_start=nanoflow_jax/voices/NAME` fine-tunes it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,12 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--step", type=int, default=None, help="default: the newest")
     ap.add_argument("--name", default="asterisk5")
-    ap.add_argument("--evaluation", required=True, help="JSON written by python -m nanoflow_jax.evaluate")
+    ap.add_argument(
+        "--evaluation",
+        required=True,
+        nargs="+",
+        help="JSON written by python -m nanoflow_jax.evaluate, one per temperature",
+    )
     ap.add_argument("--commit", required=True, help="the commit the run trained at")
     ap.add_argument("--minutes", type=float, required=True, help="CPU minutes of training")
     ap.add_argument("--cpu", required=True, help="the machine it trained on")
@@ -58,11 +66,19 @@ def main() -> None:
     from nanoflow_jax.models.params import count_params
     from nanoflow_jax.voices import VOICES, write_voice
 
-    config, model, params = load_checkpoint(args.checkpoint, args.step)
-    n_params = count_params(params)
-    params = inference_params(model, params)  # weight norm and the flow embedding folded: what synthesis reads
-    with open(args.evaluation, encoding="utf-8") as f:
-        evaluation = json.load(f)
+    config, model, training = load_checkpoint(args.checkpoint, args.step)
+    n_params = count_params(training)
+    params = inference_params(model, training)  # weight norm and the flow embedding folded: what synthesis reads
+    evaluations = []
+    for path in args.evaluation:
+        with open(path, encoding="utf-8") as f:
+            evaluations.append(json.load(f))
+
+    def score(e: dict) -> tuple[float, float]:
+        m = e["mean"]["model"]
+        return (m.get("stoi") or 0.0, m.get("pesq_wb") or 0.0)
+
+    evaluation = max(evaluations, key=score)  # the best temperature on the held-out prompts
     steps = int(config.get("train", {}).get("num_steps", 0))
     step = evaluation.get("step")
     m = model.config
@@ -70,7 +86,8 @@ def main() -> None:
     info = {
         "name": args.name,
         "summary": (
-            f"NanoFlow C={m.channels} L={m.n_layers} K={m.n_flows} G={m.n_groups}, {n_params:,} params, "
+            f"NanoFlow C={m.channels} L={m.n_layers} K={m.n_flows} G={m.n_groups}"
+            f"{', LPC source filter' if m.source_filter == 'lpc' else ''}, {n_params:,} params, "
             f"{data['sample_rate']} Hz Tacotron2 mel (hop {data['hop_length']}, fmax {data['fmax']:g}), "
             f"trained on five Asterisk prompt speakers"
         ),
@@ -86,6 +103,13 @@ def main() -> None:
             "cpu": args.cpu,
             "planned_steps": steps,
         },
+        "temperature": evaluation["temperature"],
+        "temperatures": {
+            str(e["temperature"]): {
+                k: e["mean"]["model"].get(k) for k in ("ll", "stoi", "pesq_wb", "vuv_f1", "log_mel_l1")
+            }
+            for e in evaluations
+        },
         "evaluation": {
             "command": evaluation.get("command"),
             "temperature": evaluation["temperature"],
@@ -97,7 +121,7 @@ def main() -> None:
         "credits": CREDITS,
     }
     folder = os.path.join(VOICES, args.name)
-    write_voice(folder, params, info)
+    write_voice(folder, params, info, training=training)
     with open(os.path.join(folder, "LICENSE.txt"), "w", encoding="utf-8") as f:
         f.write(LICENSE_TEXT.format(credits="\n".join(f"- {c}" for c in CREDITS)))
     print(f"wrote {folder}: {os.path.getsize(os.path.join(folder, 'params.npz')) / 1e6:.2f} MB of params")

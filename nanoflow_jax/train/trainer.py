@@ -27,6 +27,7 @@ from nanoflow_jax.models.params import check_params
 from nanoflow_jax.schema import Bool, Choice, Float, Int, Section, field
 from nanoflow_jax.train.step import TrainState, init_state, make_mesh, make_train_step, replicate
 from nanoflow_jax.train.summaries import Progress, Writer
+from nanoflow_jax.voices import is_voice_folder, training_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +152,11 @@ def initial_state(task: Task, tx: optax.GradientTransformation, rng: jax.Array, 
 
 
 def warm_start_params(task: Task, path: str, variables: Any) -> Any:
-    """Params from a workdir or checkpoint folder of ours (any task), or a file the task reads."""
-    if os.path.isdir(path):
+    """Params from a workdir or checkpoint folder of ours (any task), a voice folder that ships its
+    training-form params, or a file the task reads."""
+    if os.path.isdir(path) and is_voice_folder(path):
+        loaded = training_params(path)
+    elif os.path.isdir(path):
         _, _, loaded = load_checkpoint(path)
     else:
         loaded = task.warm_start_file(path, variables)

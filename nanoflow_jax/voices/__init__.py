@@ -3,6 +3,9 @@ mel settings, how it was trained and how it measures, with the licence of the sp
 
     model, params = nf.load_voice()           # the default voice, for nf.synthesize
     info = nf.voice_info()                    # its voice.json: model, data, training, metrics, credits
+
+A voice folder may also hold its training-form params (`train_params.npz`): `train.py
+--warm_start=nanoflow_jax/voices/NAME` fine-tunes from them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from nanoflow_jax.models import AudioFlow, build_model, model_config
 DEFAULT_VOICE = "asterisk5"
 VOICES = os.path.dirname(os.path.abspath(__file__))
 PARAMS, INFO = "params.npz", "voice.json"
+TRAINING_PARAMS = "train_params.npz"  # the training form (weight norm, embedding): what --warm_start reads
 
 
 def voice_names() -> list[str]:
@@ -60,23 +64,44 @@ def voice_mel_config(name: str = DEFAULT_VOICE) -> MelConfig:
 def load_voice(name: str = DEFAULT_VOICE) -> tuple[AudioFlow, Any]:
     """(model, params) of a shipped voice; params in their inference form (weight norm folded, see
     `nf.inference_params`), which `nf.synthesize` and `model.apply` both take."""
-    from flax.traverse_util import unflatten_dict
-
     info = voice_info(name)
     model = build_model(model_config(info["model"], f"voice {name}"))
-    with np.load(os.path.join(voice_dir(name), PARAMS), allow_pickle=False) as z:
-        flat = {tuple(k.split("/")): np.asarray(z[k]) for k in z.files}
-    return model, unflatten_dict(flat)
+    return model, _read_params(os.path.join(voice_dir(name), PARAMS), f"voice {name}'s params")
 
 
-def write_voice(folder: str, params: Any, info: dict[str, Any]) -> None:
-    """Write a voice folder (params.npz + voice.json) from a checkpoint's params and its description."""
+def is_voice_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, INFO))
+
+
+def training_params(folder: str) -> Any:
+    """The training-form params a voice folder ships (for a warm start), read through the input gate."""
+    from nanoflow_jax.errors import InputError
+
+    path = os.path.join(folder, TRAINING_PARAMS)
+    if not os.path.exists(path):
+        raise InputError(f"the voice folder {folder} ships no training-form params ({TRAINING_PARAMS})")
+    return _read_params(path, "a voice's training-form params")
+
+
+def _read_params(path: str, what: str) -> Any:
+    from flax.traverse_util import unflatten_dict
+
+    from nanoflow_jax.files import read_npz
+
+    return unflatten_dict({tuple(k.split("/")): np.asarray(v) for k, v in read_npz(path, what).items()})
+
+
+def write_voice(folder: str, params: Any, info: dict[str, Any], training: Any = None) -> None:
+    """Write a voice folder (params.npz + voice.json, and train_params.npz from `training`) from a
+    checkpoint's params and its description."""
     from flax.traverse_util import flatten_dict
 
     from nanoflow_jax.files import atomic_write
 
-    flat = {"/".join(k): np.asarray(v, np.float32) for k, v in flatten_dict(params).items()}
     os.makedirs(folder, exist_ok=True)
-    atomic_write(os.path.join(folder, PARAMS), lambda f: np.savez_compressed(f, **flat), suffix=".npz")
+    for name, tree in ((PARAMS, params), (TRAINING_PARAMS, training)):
+        if tree is not None:
+            flat = {"/".join(k): np.asarray(v, np.float32) for k, v in flatten_dict(tree).items()}
+            atomic_write(os.path.join(folder, name), lambda f, flat=flat: np.savez_compressed(f, **flat), suffix=".npz")
     text = json.dumps(info, indent=2) + "\n"
     atomic_write(os.path.join(folder, INFO), lambda f: f.write(text.encode()), suffix=".json")
