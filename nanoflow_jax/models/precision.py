@@ -20,7 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.custom_derivatives import SymbolicZero, linear_call
+from jax.custom_derivatives import SymbolicZero
+
+from nanoflow_jax.models.linear_op import linear_op
 
 Array = jax.Array
 
@@ -88,8 +90,8 @@ def bilinear(
     operands under reduced precision). Forward mode runs f on the tangents.
 
     Why not `jax.custom_vjp`: it has no forward mode. Here the tangent map is `f` on the tangents wrapped
-    in `jax.custom_derivatives.linear_call`, whose transpose is the explicit product, so JAX's own
-    reverse mode (the transpose of the forward one) uses it."""
+    in `linear_op`, whose transpose is the explicit product, so JAX's own reverse mode (the transpose of
+    the forward one) uses it, and `jax.jacfwd` batches it."""
 
     @jax.custom_jvp
     def call(x, w):
@@ -98,12 +100,14 @@ def bilinear(
     def jvp(primals, tangents):
         x, w = primals
         dx, dw = tangents
-        y = f(x, w)
+        y = call(x, w)  # (not f: a higher derivative goes through this rule again)
         dy = jnp.zeros(y.shape, y.dtype)
         if not isinstance(dx, SymbolicZero):
-            dy = dy + linear_call(lambda k, d: f(d, k), lambda k, g: x_cotangent(k, g).astype(dx.dtype), keep(w), dx)
+            to_x = lambda k, g: x_cotangent(k, g).astype(dx.dtype)  # noqa: E731
+            dy = dy + linear_op(lambda k, d: f(d, k), to_x, [keep(w)], [dx])[0]
         if not isinstance(dw, SymbolicZero):
-            dy = dy + linear_call(f, lambda k, g: w_cotangent(k, g).astype(dw.dtype), keep(x), dw)
+            to_w = lambda k, g: w_cotangent(k, g).astype(dw.dtype)  # noqa: E731
+            dy = dy + linear_op(f, to_w, [keep(x)], [dw])[0]
         return y, dy
 
     call.defjvp(jvp, symbolic_zeros=True)
