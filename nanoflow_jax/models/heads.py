@@ -31,15 +31,14 @@ class ProjHeads(nn.Module):
         }
 
 
-def affine(head: dict) -> tuple[Array, Array]:
-    """One head's params as the affine map it computes: (kernel (C, n_out), bias (n_out,)), the scale
-    exp(3 * scale) folded into both."""
-    scale = jnp.exp(3.0 * head["scale"])
-    return head["kernel"] * scale, head["bias"] * scale
+def affine(head: dict) -> tuple[Array, Array, Array]:
+    """One head's params as the map it computes: (kernel (C, n_out), bias (n_out,), scale (n_out,)), the
+    output being (feat @ kernel + bias) * scale, scale = exp(3 * scale param)."""
+    return head["kernel"], head["bias"], jnp.exp(3.0 * head["scale"])
 
 
 def project(feat: Array, head: dict) -> Array:
     """(..., C) features and one head's params -> (..., n_out) coupling parameters. Always true float32
     (C -> 2 is cheap, and log_s feeds the log-determinant)."""
-    kernel, bias = affine(head)
-    return POLICIES["float32"].dot(feat, kernel) + bias
+    kernel, bias, scale = affine(head)
+    return (POLICIES["float32"].dot(feat, kernel) + bias) * scale

@@ -93,13 +93,13 @@ class RowEstimator:
         conv = conv.reshape(conv.shape[:-3] + (3, c, -1))
         return dict(layer, conv=conv.astype(self.dtype))
 
-    def fold_head(self, layers: list[dict], head: dict) -> tuple[list[dict], Array]:
-        """The coupling parameters are (sum of skips) @ head kernel + head bias (`heads.affine`): fold the
-        head into each layer's skip half, so the res/skip matmul is C -> C + P (C -> P in the last layer,
-        whose residual is unused). -> the layers with `out` kernels and the constant part of the
-        projection."""
+    def fold_head(self, layers: list[dict], head: dict) -> tuple[list[dict], Array, Array]:
+        """The coupling parameters are ((sum of skips) @ head kernel + head bias) * head scale
+        (`heads.affine`): fold the head's kernel into each layer's skip half, so the res/skip matmul is
+        C -> C + P (C -> P in the last layer, whose residual is unused). -> the layers with `out`
+        kernels, the constant part of the projection and the scale it is multiplied by."""
         c = self.cfg.channels
-        kernel, const = affine(head)
+        kernel, const, scale = affine(head)
         folded = []
         for j, w in enumerate(layers):
             skip_k = jnp.matmul(w["res_skip"][:, c:], kernel, precision=HIGHEST)
@@ -110,7 +110,7 @@ class RowEstimator:
             else:
                 out, out_bias = skip_k, jnp.zeros(skip_k.shape[1:])
             folded.append(dict(w, out=out.astype(self.dtype), out_bias=out_bias))
-        return folded, const
+        return folded, const, scale
 
     def step(self, i, start, x_prev, caches, layers, front, cond, flow, mask):
         """Row i (traced; in the phase that begins at row `start`) of the estimator and head: x_prev
@@ -185,7 +185,7 @@ def cached_inverse(
     def flow(z, xs):
         front, own = own_weights(xs)
         layers = shared_layers + [row.layer_weights(w, n + j) for j, w in enumerate(own)]
-        layers, head_const = row.fold_head(layers, xs["head"])
+        layers, head_const, head_scale = row.fold_head(layers, xs["head"])
         first = 0 if cond_shared is None else n  # layers whose conditioning is computed per row
         wc = jnp.concatenate([w["cond"] for w in layers[first:]], axis=-1) if first < cfg.n_layers else None
         # the flow's bias, and the layer's own for those whose conditioning is computed per row
@@ -205,7 +205,7 @@ def cached_inverse(
                 cond += [extra[..., m * c2 : (m + 1) * c2] for m in range(cfg.n_layers - first)]
             cond = [a + bias[j] for j, a in enumerate(cond)]
             proj, caches = row.step(i, start, x_prev, caches, layers, front, cond, xs, mask)
-            x_row, _ = coupling.inverse(z[i], proj + head_const)
+            x_row, _ = coupling.inverse(z[i], (proj + head_const) * head_scale)
             return (x_row, caches), x_row
 
         carry, x = (jnp.zeros((b, width), jnp.float32), row.init_caches(b)), []
