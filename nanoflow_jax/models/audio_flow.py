@@ -27,12 +27,11 @@ import jax.numpy as jnp
 
 from nanoflow_jax.flows import flip_rows, from_rows, make_coupling, shift_rows, to_rows
 from nanoflow_jax.flows import source_filter as sf
-from nanoflow_jax.models import row_inverse
+from nanoflow_jax.models import row_inverse, source_filter
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.conditioner import Conditioner
 from nanoflow_jax.models.heads import ProjHeads, project
 from nanoflow_jax.models.precision import precision_policy
-from nanoflow_jax.models.source_filter import block_envelope
 from nanoflow_jax.models.wavenet2d import WaveNet2D, fold_embedding
 
 Array = jax.Array
@@ -222,7 +221,7 @@ class AudioFlow(nn.Module):
         cfg = self.config
         x, logdet0 = audio.astype(jnp.float32), jnp.zeros((audio.shape[0],), jnp.float32)
         if cfg.source_filter != "none":  # the flow models the excitation
-            x, log_det = sf.whiten(x, *self.envelope(mel, x.shape[1]), cfg.hop_length)
+            x, log_det = sf.whiten(x, *source_filter.envelope(mel, cfg, x.shape[1]), cfg.hop_length)
             if lengths is not None:
                 log_det = jnp.where(jnp.arange(x.shape[1])[None] < jnp.asarray(lengths)[:, None], log_det, 0.0)
             logdet0 = jnp.sum(log_det, axis=1)
@@ -328,19 +327,9 @@ class AudioFlow(nn.Module):
             return x
         return self.colour(x, mel)[0]
 
-    def envelope(self, mel: Array, samples: int) -> tuple[Array, Array]:
-        """The source filter's predictor (B, blocks, p) and log gain (B, blocks) over `samples` samples,
-        from the mel (`models.source_filter`)."""
-        cfg = self.config
-        return block_envelope(mel, cfg, sf.n_blocks(samples, cfg.hop_length))
-
     def colour(self, e: Array, mel: Array, state: Array | None = None) -> tuple[Array, Array, Array]:
-        """The source filter's synthesis direction: excitation e (B, T) starting on a frame, and the mel
-        from that frame on -> audio (B, T), its log-det log|dx/de| (B,) and the filter state after it
-        (B, p) (`state`: the one before it, for audio made piece by piece; default silence)."""
-        a, log_gain = self.envelope(mel, e.shape[1])
-        x, state = sf.colour(e, a, log_gain, self.config.hop_length, state)
-        return x, jnp.sum(sf.per_sample(log_gain, self.config.hop_length, e.shape[1]), axis=1), state
+        """The source filter's synthesis direction (`models.source_filter.colour`)."""
+        return source_filter.colour(e, mel, self.config, state)
 
     def _scan(self, step, carry, xs, reverse: bool = False):
         """Run `step` over the K flows: `nn.scan` with the params broadcast."""

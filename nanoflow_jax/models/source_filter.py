@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nanoflow_jax.flows import source_filter as sf
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.filterbank import hann, mel_filterbank
 
@@ -74,3 +75,17 @@ def block_envelope(mel: Array, cfg: ModelConfig, blocks: int) -> tuple[Array, Ar
         return jnp.zeros(r.shape[:-1] + (cfg.lpc_order,), r.dtype), 0.5 * jnp.log(r[..., 0])
     a, err = levinson(r)
     return a, 0.5 * jnp.log(err)
+
+
+def envelope(mel: Array, cfg: ModelConfig, samples: int) -> tuple[Array, Array]:
+    """`block_envelope` over the blocks of `samples` samples."""
+    return block_envelope(mel, cfg, sf.n_blocks(samples, cfg.hop_length))
+
+
+def colour(e: Array, mel: Array, cfg: ModelConfig, state: Array | None = None) -> tuple[Array, Array, Array]:
+    """The source filter's synthesis direction: excitation e (B, T) starting on a frame, and the mel
+    from that frame on -> audio (B, T), its log-det log|dx/de| (B,) and the filter state after it
+    (B, p) (`state`: the one before it, for audio made piece by piece; default silence)."""
+    a, log_gain = envelope(mel, cfg, e.shape[1])
+    x, state = sf.colour(e, a, log_gain, cfg.hop_length, state)
+    return x, jnp.sum(sf.per_sample(log_gain, cfg.hop_length, e.shape[1]), axis=1), state

@@ -14,9 +14,8 @@ import jax
 import numpy as np
 
 from nanoflow_jax.audio import quality
-from nanoflow_jax.flows import source_filter as sf
 from nanoflow_jax.models import ModelConfig
-from nanoflow_jax.models.source_filter import block_envelope
+from nanoflow_jax.models.source_filter import colour
 from nanoflow_jax.synth.fast import bucket_frames_for
 from nanoflow_jax.synth.vocoder import Vocoder
 
@@ -26,11 +25,7 @@ FLOOR_ORDER = 24
 
 @functools.lru_cache(maxsize=4)
 def _noise_through_envelope(cfg: ModelConfig):
-    def run(mel, noise):
-        a, log_gain = block_envelope(mel, cfg, sf.n_blocks(noise.shape[1], cfg.hop_length))
-        return sf.colour(noise, a, log_gain, cfg.hop_length)[0]
-
-    return jax.jit(run)
+    return jax.jit(lambda mel, noise: colour(noise, mel, cfg)[0])
 
 
 class CopySynthesisScorer:
