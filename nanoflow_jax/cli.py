@@ -22,10 +22,14 @@ def _terminate(signum: int, frame: Any) -> None:
 def run_cli(fn: Callable[[], object], prog: str) -> None:
     """Run a command's body: a user mistake (the package's own error types) is one line on stderr and exit
     2, SIGINT exit 130, SIGTERM exit 143 (each after the temporary outputs are cleaned up); any other
-    exception is a bug and keeps its traceback. (train.py's trainer sets its own SIGTERM handler for the
+    exception is a bug and keeps its traceback. The project's GPU flags (`gpu_flags`) are set first.
+    (train.py's trainer sets its own SIGTERM handler for the
     training loop: save, then exit.)"""
     import signal
 
+    from nanoflow_jax.gpu_flags import apply as apply_gpu_flags
+
+    apply_gpu_flags()  # before any computation starts the backend
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         fn()

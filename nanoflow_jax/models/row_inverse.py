@@ -215,5 +215,16 @@ def cached_inverse(
             x.append(x_phase)
         return jnp.flip(jnp.concatenate(x), 0), None  # (G, B, W); undo this flow's flip
 
-    x, _ = jax.lax.scan(flow, jnp.swapaxes(z, 0, 1), per_flow, reverse=True)
+    def flow_k(z, k):
+        return flow(z, jax.tree.map(lambda a: select_flow(a, k), per_flow))
+
+    x, _ = jax.lax.scan(flow_k, jnp.swapaxes(z, 0, 1), jnp.arange(cfg.n_flows), reverse=True)
     return jnp.swapaxes(x, 0, 1)
+
+
+def select_flow(stacked: Array, k: Array) -> Array:
+    """stacked[k] as a masked sum over the flows, not a dynamic slice: exact (the other terms are zeros),
+    and a kernel a CUDA graph can record (XLA 0.10 turns a lone dynamic slice of a loop input into a
+    device copy at a runtime offset, which splits the loop out of the graph: bench/RESULTS.md)."""
+    mask = (jnp.arange(stacked.shape[0]) == k).reshape((-1,) + (1,) * (stacked.ndim - 1))
+    return jnp.sum(jnp.where(mask, stacked, jnp.zeros((), stacked.dtype)), axis=0, dtype=stacked.dtype)
