@@ -24,6 +24,10 @@ what it finished), and at the end prints the table and writes it to DIR/accelera
 - every case is its own try/except (an out-of-memory is a row with its error); a case that would not end
   within --budget-s (judged from the cases before it) is a row saying it was skipped.
 - --smoke: tiny shapes, minutes on a CPU (tests/test_bench.py runs it).
+- on a GPU each row also has the program's kernel launches, their share in CUDA graphs and the
+  deviceless audit's estimate (`bench.gpu_program`), read from XLA's dump as the program compiles, so
+  the measured time stands beside the estimate (--no-audit skips it). The project's GPU flags
+  (`nanoflow_jax.gpu_flags`) are set as the commands set them.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import tempfile
 import time
 import traceback
+from importlib.util import find_spec
 
 import jax
 import numpy as np
@@ -75,7 +82,44 @@ def device_memory() -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def synth_cases(spec: dict, model_cfg, emit, guard):
+class Auditor:
+    """Compiles a benchmark's program and, on a GPU, reads its kernel launches and CUDA-graph share from
+    XLA's dump (`bench.gpu_program.audit`), with the deviceless audit's labelled estimate beside the
+    timing: the first GPU minutes check the estimate. On other devices it only compiles."""
+
+    def __init__(self, dump: str | None):
+        self.dump, self.figures = dump, {}
+
+    def compile(self, lowered):
+        from pathlib import Path
+
+        from bench.gpu_program import audit
+
+        if self.dump is None or jax.devices()[0].platform != "gpu":
+            self.figures = {}
+            return lowered.compile()
+        try:
+            compiled, figures = audit(lowered, Path(self.dump))
+        except (FileNotFoundError, KeyError, ValueError, StopIteration) as e:  # another XLA's dump format
+            self.figures = {"audit_error": f"{type(e).__name__}: {e}"[:200]}
+            return lowered.compile()
+        self.figures = {k: figures[k] for k in ("launches", "in_graphs", "host_launches")}
+        return compiled
+
+    def row(self, flops: float, dtype: str) -> dict:
+        """The audit's figures and estimate for the last program compiled (empty off GPU)."""
+        from bench.gpu_program import estimate_ms
+
+        peak = (PEAK_TFLOPS.get(jax.devices()[0].device_kind) or {}).get(dtype)
+        if not self.figures or "audit_error" in self.figures:
+            return dict(self.figures)
+        out = dict(self.figures)
+        if peak:
+            out["estimate_ms"] = estimate_ms(self.figures, flops, peak)["estimate_ms"]
+        return out
+
+
+def synth_cases(spec: dict, model_cfg, emit, guard, auditor: Auditor):
     params = working_params(model_cfg)
     for frames in spec["synth"]["frames"]:
         for batch in spec["synth"]["batches"]:
@@ -85,11 +129,13 @@ def synth_cases(spec: dict, model_cfg, emit, guard):
                 if not guard(row, work=batch * frames):
                     continue
                 try:
-                    run, info = synthesis_program(model_cfg, params, batch, frames, dtype)
+                    run, info = synthesis_program(model_cfg, params, batch, frames, dtype, auditor.compile)
                     times, out = timed(run, spec["repeats"])
                     out = np.asarray(out)
                     ref = out if dtype == "float32" else ref
                     row.update(
+                        auditor.row(forward_flops_per_sample(model_cfg) * info["samples"], dtype),
+                        ms=median(times) * 1e3,
                         khz=info["samples"] / median(times) / 1e3,
                         compile_s=info["compile_s"],
                         peak_bytes=device_memory(),
@@ -101,7 +147,7 @@ def synth_cases(spec: dict, model_cfg, emit, guard):
                 emit(row)
 
 
-def train_cases(spec: dict, model_cfg, emit, guard):
+def train_cases(spec: dict, model_cfg, emit, guard, auditor: Auditor):
     segment = spec["train"]["segment"]
     kind = jax.devices()[0].device_kind
     for dtype in spec["train"]["dtypes"]:
@@ -111,7 +157,7 @@ def train_cases(spec: dict, model_cfg, emit, guard):
                 if not guard(row, work=batch * segment * (1.3 if remat else 1.0)):
                     continue
                 try:
-                    run, info = train_program(model_cfg, dtype, batch, segment, remat)
+                    run, info = train_program(model_cfg, dtype, batch, segment, remat, auditor.compile)
                     compiled = info["compiled"]
                     cost = compiled.cost_analysis()
                     cost = cost[0] if isinstance(cost, list) else cost
@@ -121,6 +167,7 @@ def train_cases(spec: dict, model_cfg, emit, guard):
                     step_s = median(times)
                     peak = (PEAK_TFLOPS.get(kind) or {}).get(dtype)
                     row.update(
+                        auditor.row(flops, dtype),
                         step_s=step_s,
                         samples_per_s=batch * segment / step_s,
                         mfu=None if not peak else flops / step_s / (peak * 1e12),
@@ -149,10 +196,38 @@ def write_table(rows: list[dict], path: str) -> str:
 
     lines = []
     for case, cols in (
-        ("synth", ("dtype", "batch", "frames", "khz", "compile_s", "peak_bytes", "snr_db")),
+        (
+            "synth",
+            (
+                "dtype",
+                "batch",
+                "frames",
+                "ms",
+                "estimate_ms",
+                "launches",
+                "in_graphs",
+                "khz",
+                "compile_s",
+                "peak_bytes",
+                "snr_db",
+            ),
+        ),
         (
             "train",
-            ("dtype", "batch", "remat", "step_s", "samples_per_s", "mfu", "compile_s", "peak_bytes", "xla_temp_bytes"),
+            (
+                "dtype",
+                "batch",
+                "remat",
+                "step_s",
+                "estimate_ms",
+                "launches",
+                "in_graphs",
+                "samples_per_s",
+                "mfu",
+                "compile_s",
+                "peak_bytes",
+                "xla_temp_bytes",
+            ),
         ),
     ):
         chosen = [r for r in rows if r["case"] == case]
@@ -200,7 +275,16 @@ def main() -> None:
     ap.add_argument("--segment", type=int, default=None, help="crop samples (train)")
     ap.add_argument("--remats", default=None, help="comma-separated yes / no (train)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (the median is kept)")
+    ap.add_argument("--no-audit", action="store_true", help="GPU: skip reading each program's kernel launches")
     args = ap.parse_args()
+    from nanoflow_jax.gpu_flags import apply as apply_gpu_flags
+
+    apply_gpu_flags()  # as the project's commands run: before JAX starts its backend
+    cuda = find_spec("jax_plugins") is not None and find_spec("jax_plugins.xla_cuda12") is not None
+    dump = tempfile.mkdtemp(prefix="accelerator_xla_") if cuda and not args.no_audit else None
+    if dump:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}"
+    auditor = Auditor(dump)
     start = time.perf_counter()
     spec = with_overrides(SMOKE if args.smoke else FULL, args)
     import jaxlib
@@ -243,9 +327,11 @@ def main() -> None:
     for name, cases in (("synth", synth_cases), ("train", train_cases)):
         if args.only in (None, name):
             try:
-                cases(spec, model_cfg, emit, guard)
+                cases(spec, model_cfg, emit, guard, auditor)
             except Exception:
                 traceback.print_exc()
+    if dump:
+        shutil.rmtree(dump, ignore_errors=True)
     print(write_table(rows, os.path.join(args.out, "accelerator.md")), flush=True)
     print(f"wrote {jsonl} and accelerator.md ({len(rows)} rows, {time.perf_counter() - start:.0f} s)")
 

@@ -45,10 +45,13 @@ def working_params(cfg: ModelConfig, seed: int = 0) -> Any:
     return inference_params(model, params)
 
 
-def synthesis_program(cfg: ModelConfig, params: Any, batch: int, frames: int, dtype: str, **options: Any):
+def synthesis_program(
+    cfg: ModelConfig, params: Any, batch: int, frames: int, dtype: str, compile: Callable | None = None, **options: Any
+):
     """The cached inverse (`synthesis_fn`, the conditioning cached where it fits, as `nf.synthesize`
     does), AOT-compiled for (batch, frames) -> (run, info): `run()` synthesises once; info has the samples
-    made, the compile seconds and the compiled program."""
+    made, the compile seconds and the compiled program. `compile(lowered) -> compiled` replaces
+    `lowered.compile()` (bench.accelerator audits the program as it compiles it)."""
     from nanoflow_jax.synth.fast import cache_cond_fits, output_length, synthesis_fn
 
     t = output_length(frames, cfg)
@@ -56,29 +59,32 @@ def synthesis_program(cfg: ModelConfig, params: Any, batch: int, frames: int, dt
     mel = jax.random.normal(jax.random.PRNGKey(3), (batch, cfg.cond_channels, frames)) - 5.0
     z = jax.random.normal(jax.random.PRNGKey(4), (batch, t))
     t0 = time.perf_counter()
-    compiled = synthesis_fn(cfg, dtype, **options).lower(params, mel, z).compile()
+    compiled = (compile or _compile)(synthesis_fn(cfg, dtype, **options).lower(params, mel, z))
     info = {"samples": batch * t, "compile_s": time.perf_counter() - t0, "compiled": compiled}
     return (lambda: compiled(params, mel, z)), info
 
 
-def train_program(cfg: ModelConfig, dtype: str, batch: int, segment: int, remat: bool = False):
+def train_program(
+    cfg: ModelConfig, dtype: str, batch: int, segment: int, remat: bool = False, compile: Callable | None = None
+):
     """The trainer's step (mel on the device, forward, backward, Adam with the official schedule, the
     non-finite skip; float16 adds loss scaling) on `batch` random crops, AOT-compiled -> (run, info):
-    `run()` takes one step (the state, which the step donates, is carried) and returns its metrics."""
+    `run()` takes one step (the state, which the step donates, is carried) and returns its metrics.
+    `compile`: as in `synthesis_program`."""
     from nanoflow_jax.audio.mel import MelConfig
     from nanoflow_jax.train.audio_loss import audio_nll
     from nanoflow_jax.train.optimizers import adam_halving
     from nanoflow_jax.train.step import global_batch, init_state, make_mesh, make_train_step, replicate
 
     mesh = make_mesh()
-    model = AudioFlow(cfg, remat=remat, dtype=dtype)
+    model = AudioFlow(cfg, remat=remat, dtype=dtype).for_platform(mesh.devices.flat[0].platform)  # as the trainer
     tx, schedule = adam_halving(1e-3, 200_000, 0.5, 5.0)  # the official recipe
     step = make_train_step(audio_nll(model, MelConfig()), tx, schedule, mesh, dynamic_scale=dtype == "float16")
     scale = 2.0**15 if dtype == "float16" else 1.0
     state = replicate(init_state(init_params(model, jax.random.PRNGKey(0)), tx, jax.random.PRNGKey(1), scale), mesh)
     x = global_batch(0.1 * np.random.default_rng(0).standard_normal((batch, segment)).astype(np.float32), mesh)
     t0 = time.perf_counter()
-    compiled = step.lower(state, x).compile()
+    compiled = (compile or _compile)(step.lower(state, x))
     info = {"samples": batch * segment, "compile_s": time.perf_counter() - t0, "compiled": compiled}
     holder = [state]
 
@@ -87,6 +93,10 @@ def train_program(cfg: ModelConfig, dtype: str, batch: int, segment: int, remat:
         return metrics
 
     return run, info
+
+
+def _compile(lowered: Any) -> Any:
+    return lowered.compile()
 
 
 def timed(run: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[list[float], Any]:

@@ -41,6 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TARGETS = Path(__file__).parent / "gpu_targets"
 PEAK_TFLOPS = {  # dense, no sparsity: the data sheets (SXM parts)
@@ -239,8 +240,9 @@ def specs(tree, mesh):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), tree)
 
 
-def audit(lowered, dump: Path, keep: bool = False) -> dict:
-    """Compile `lowered` with XLA's dump going to the (empty) folder `dump` -> the row's program figures."""
+def audit(lowered, dump: Path, keep: bool = False) -> tuple[Any, dict]:
+    """Compile `lowered` with XLA's dump going to the folder `dump` (XLA_FLAGS' --xla_dump_to, set before
+    JAX started) -> (the compiled program, its figures: launches, graphs, memory, compile seconds)."""
     before = set(dump.glob("*"))
     t0 = time.perf_counter()
     compiled = lowered.compile()
@@ -264,7 +266,7 @@ def audit(lowered, dump: Path, keep: bool = False) -> dict:
     mem = compiled.memory_analysis()
     for p in [] if keep else new:  # the dump of a big program runs to gigabytes of LLVM IR and PTX
         p.unlink()
-    return {
+    return compiled, {
         "launches": launches,
         "launches_hlo": hlo_launches(hlo),
         "in_graphs": graphed / launches if launches else 0.0,
@@ -275,8 +277,9 @@ def audit(lowered, dump: Path, keep: bool = False) -> dict:
     }
 
 
-def estimate_ms(row: dict, flops: float, target: str, dtype: str) -> dict:
-    compute = flops / (PEAK_TFLOPS[target][dtype] * 1e12) * 1e3
+def estimate_ms(row: dict, flops: float, peak_tflops: float) -> dict:
+    """The labelled estimate of a row (see the module's docstring) for a card of that dense peak."""
+    compute = flops / (peak_tflops * 1e12) * 1e3
     graphed = row["launches"] * row["in_graphs"]
     floor = (row["host_launches"] * LAUNCH_US + graphed * GRAPH_NODE_US) / 1e3
     return {"estimate_compute_ms": compute, "estimate_launch_ms": floor, "estimate_ms": max(compute, floor)}
@@ -298,9 +301,9 @@ def synth_row(cfg, mesh, target, dtype, batch, seconds, dump) -> dict:
     mel = jax.ShapeDtypeStruct((batch, cfg.cond_channels, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((batch, t), jnp.float32)
     fn = synthesis_fn(cfg, dtype, cache_cond=cache_cond_fits(cfg, batch, t))
-    row = audit(fn.lower(*specs((params, mel, z), mesh)), dump, KEEP)
+    _, row = audit(fn.lower(*specs((params, mel, z), mesh)), dump, KEEP)
     row["per_layer_row"] = row["launches"] / (cfg.n_flows * cfg.n_groups * cfg.n_layers)
-    row.update(estimate_ms(row, forward_flops_per_sample(cfg) * batch * t, target, dtype))
+    row.update(estimate_ms(row, forward_flops_per_sample(cfg) * batch * t, PEAK_TFLOPS[target][dtype]))
     return {"program": "synth", "dtype": dtype, "batch": batch, "frames": frames, "samples": batch * t, **row}
 
 
@@ -316,13 +319,13 @@ def train_row(cfg, mesh, target, dtype, batch, segment, remat, dump) -> dict:
     from nanoflow_jax.train.optimizers import adam_halving
     from nanoflow_jax.train.step import init_state, make_train_step
 
-    model = AudioFlow(cfg, remat=remat, dtype=dtype)
+    model = AudioFlow(cfg, remat=remat, dtype=dtype).for_platform(mesh.devices.flat[0].platform)  # as the trainer
     tx, schedule = adam_halving(1e-3, 200_000, 0.5, 5.0)
     step = make_train_step(audio_nll(model, MelConfig()), tx, schedule, mesh)
     state = jax.eval_shape(lambda: init_state(init_params(model, jax.random.PRNGKey(0)), tx, jax.random.PRNGKey(1)))
     x = jax.ShapeDtypeStruct((batch, segment), jnp.float32)
-    row = audit(step.lower(*specs((state, x), mesh)), dump, KEEP)
-    row.update(estimate_ms(row, 3 * forward_flops_per_sample(cfg) * batch * segment, target, dtype))
+    _, row = audit(step.lower(*specs((state, x), mesh)), dump, KEEP)
+    row.update(estimate_ms(row, 3 * forward_flops_per_sample(cfg) * batch * segment, PEAK_TFLOPS[target][dtype]))
     return {"program": "train", "dtype": dtype, "batch": batch, "segment": segment, "remat": remat, **row}
 
 

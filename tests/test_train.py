@@ -249,6 +249,34 @@ def test_remat_and_bf16_keep_the_function():
     assert abs(float(l3 - l1)) < 0.05 * abs(float(l1)) + 0.01
 
 
+def test_unrolled_flows_are_the_same_function():
+    """`unroll_flows` (what the trainer builds for an accelerator mesh) changes the program, not the
+    numbers; the CPU trainer keeps the loop, and remat keeps it everywhere."""
+    from tests.helpers import model_and_params, tiny
+
+    cfg = tiny("nanoflow_partial")
+    model, params, audio, mel = model_and_params(cfg)
+    unrolled = model.for_platform("cuda")
+    assert unrolled.unroll_flows and not model.for_platform("cpu").unroll_flows
+    assert not nf.AudioFlow(cfg, remat=True).for_platform("cuda").unroll_flows
+
+    def grads(m):
+        return jax.value_and_grad(lambda p: nf.nll(*m.apply(p, audio, mel)))(params)
+
+    (l1, g1), (l2, g2) = grads(model), grads(unrolled)
+    assert abs(float(l1 - l2)) < 1e-6
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+    x1, _ = model.apply(params, audio, mel, method="inverse")
+    x2, _ = unrolled.apply(params, audio, mel, method="inverse")
+    np.testing.assert_allclose(x1, x2, atol=1e-6)
+
+    def loops(m):  # the flow loop (unrolled when lowered) is the only loop of the forward pass
+        return jax.jit(lambda p: m.apply(p, audio, mel)).lower(params).as_text().count("stablehlo.while")
+
+    assert (loops(model), loops(unrolled)) == (1, 0)
+
+
 def _audio_task(model_config):
     from nanoflow_jax.train.run import task_from_config
 

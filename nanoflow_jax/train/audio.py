@@ -86,6 +86,9 @@ class AudioTask(Task):
         self.multiple = math.lcm(self.model_config.hop_length, self.model_config.n_groups)
         self._griffin_lim: dict[str, float] | None = None  # the baseline's quality, once
 
+    def compile_for(self, platform: str) -> None:
+        self.model = self.model.for_platform(platform)
+
     def check(self, n_devices: int) -> None:
         m, d = self.model_config, self.data
         if d.segment_length % m.n_groups:

@@ -87,6 +87,9 @@ class Task:
         self.eval = sections["eval"]
         self.train_set = self.test_set = None
 
+    def compile_for(self, platform: str) -> None:
+        """Adapt the training model to the platform its step is compiled for (the mesh's devices)."""
+
     def config_dict(self) -> dict:
         return {name: section.to_dict() for name, section in self.sections.items()}
 
@@ -129,6 +132,7 @@ class Task:
 def build_step(task: Task, mesh: jax.sharding.Mesh) -> tuple[optax.GradientTransformation, Callable, Callable]:
     """(optimiser, schedule, jitted step) of a task: the same step the trainer runs."""
     t = task.train
+    task.compile_for(mesh.devices.flat[0].platform)
     tx, schedule = task.optimizer()
     step = make_train_step(
         task.loss,
