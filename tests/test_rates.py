@@ -101,3 +101,27 @@ def test_rate_recipe_trains_and_synthesises_exactly(variant):
 def test_official_models_keep_hop_256():
     cfg = dataclasses.replace(nf.ModelConfig(), n_flows=1)
     assert cfg.hop_length == 256 and cfg.strides == (16, 16)
+
+
+@pytest.mark.parametrize("stride", [2, 4, 10, 16, 32])
+def test_the_upsampler_is_the_transposed_convolution(stride):
+    """The conditioner's multiply-add form (no convolution call: one a CUDA graph can record) against
+    PyTorch's ConvTranspose2d(1, 1, (3, 2s), stride (1, s), padding (1, s / 2)) written as XLA's
+    convolution of the stride-dilated input with the flipped kernel."""
+    from nanoflow_jax.models.conditioner import transposed_conv
+
+    x = jax.random.normal(jax.random.PRNGKey(stride), (2, 6, 9))
+    w = jax.random.normal(jax.random.PRNGKey(stride + 1), (3, 2 * stride))
+    flipped = jnp.flip(w, (0, 1))[..., None, None]
+    ref = jax.lax.conv_general_dilated(
+        x[..., None],
+        flipped,
+        (1, 1),
+        ((1, 1), (2 * stride - 1 - stride // 2,) * 2),
+        lhs_dilation=(1, stride),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )[..., 0]
+    out = transposed_conv(x, w, stride)
+    assert out.shape == ref.shape == (2, 6, 9 * stride)
+    np.testing.assert_allclose(out, ref, atol=2e-6)

@@ -22,21 +22,29 @@ class UpsampleStage(nn.Module):
     def __call__(self, x: Array) -> Array:  # (B, bands, frames, 1) -> (B, bands, frames * stride, 1)
         kh, kw = self.kernel_h, 2 * self.stride
         fan_in = kh * kw  # PyTorch counts a transposed conv's fan-in over its output channels (1 here)
-        w = kernel_param(self, (kh, kw, 1), fan_in, True)
-        # transposed conv = conv of the stride-dilated input with the flipped kernel
-        w = jnp.flip(w, (0, 1))[..., None]
-        ph, pw = kh - 1 - (kh - 1) // 2, kw - 1 - self.stride // 2
-        y = jax.lax.conv_general_dilated(
-            x,
-            w,
-            window_strides=(1, 1),
-            padding=((ph, ph), (pw, pw)),
-            lhs_dilation=(1, self.stride),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=jax.lax.Precision.HIGHEST,
-        )
+        w = kernel_param(self, (kh, kw, 1), fan_in, True)[..., 0]
+        y = transposed_conv(x[..., 0], w, self.stride)[..., None]
         y = y + self.param("bias", torch_uniform(fan_in), (1,))
         return nn.leaky_relu(y, 0.4)
+
+
+def transposed_conv(x: Array, w: Array, stride: int) -> Array:
+    """ConvTranspose2d(1 -> 1, (kh, 2s), stride (1, s), padding ((kh - 1) // 2, s / 2)) of x (B, bands, F)
+    with weight w (kh, 2s) -> (B, bands, F * s), as multiply-adds: frame f spreads x[f] * w[r] over
+    the 2s samples from f * s - s / 2 on, so each output block of s samples is frame f's first half of
+    the kernel plus frame f - 1's second half. Not a convolution call: on a GPU a convolution is a cuDNN
+    call, which XLA 0.10 cannot record in a CUDA graph (bench/RESULTS.md); these are fused elementwise
+    kernels on every backend."""
+    kh, s = w.shape[0], stride
+    pad = (kh - 1) // 2
+    xp = jnp.pad(x, ((0, 0), (pad, kh - 1 - pad), (0, 0)))
+    bands = x.shape[1]
+    # out row h reads input rows h + pad - k for kernel row k (a transposed conv flips the kernel)
+    spread = sum(xp[:, pad + (pad - k) : pad + (pad - k) + bands, :, None] * w[k] for k in range(kh))
+    first, second = spread[..., :s], spread[..., s:]  # (B, bands, F, s) each
+    blocks = jnp.pad(first, ((0, 0), (0, 0), (0, 1), (0, 0))) + jnp.pad(second, ((0, 0), (0, 0), (1, 0), (0, 0)))
+    flat = blocks.reshape(blocks.shape[:2] + (-1,))  # (B, bands, (F + 1) * s)
+    return flat[..., s // 2 : s // 2 + x.shape[2] * s]
 
 
 class Conditioner(nn.Module):
