@@ -285,7 +285,7 @@ def estimate_ms(row: dict, flops: float, peak_tflops: float) -> dict:
     return {"estimate_compute_ms": compute, "estimate_launch_ms": floor, "estimate_ms": max(compute, floor)}
 
 
-def synth_row(cfg, mesh, target, dtype, batch, seconds, dump) -> dict:
+def synth_row(cfg, mesh, target, dtype, batch, seconds, dump, form="shipped") -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -300,11 +300,20 @@ def synth_row(cfg, mesh, target, dtype, batch, seconds, dump) -> dict:
     params = jax.eval_shape(lambda: inference_params(model, init_params(model, jax.random.PRNGKey(0))))
     mel = jax.ShapeDtypeStruct((batch, cfg.cond_channels, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((batch, t), jnp.float32)
-    fn = synthesis_fn(cfg, dtype, cache_cond=cache_cond_fits(cfg, batch, t))
+    # "xla": the XLA row form an accelerator gets without the fused kernel (rows unrolled)
+    unroll = cfg.n_groups if form == "xla" else None
+    fn = synthesis_fn(cfg, dtype, cache_cond=cache_cond_fits(cfg, batch, t), unroll=unroll)
     _, row = audit(fn.lower(*specs((params, mel, z), mesh)), dump, KEEP)
     row["per_layer_row"] = row["launches"] / (cfg.n_flows * cfg.n_groups * cfg.n_layers)
     row.update(estimate_ms(row, forward_flops_per_sample(cfg) * batch * t, PEAK_TFLOPS[target][dtype]))
-    return {"program": "synth", "dtype": dtype, "batch": batch, "frames": frames, "samples": batch * t, **row}
+    return {
+        "program": "synth" if form == "shipped" else f"synth ({form})",
+        "dtype": dtype,
+        "batch": batch,
+        "frames": frames,
+        "samples": batch * t,
+        **row,
+    }
 
 
 def train_row(cfg, mesh, target, dtype, batch, segment, remat, dump) -> dict:
@@ -356,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
     ap.add_argument("--seconds", default=None, help="synthesis: comma-separated utterance seconds")
     ap.add_argument("--remats", default=None, help="training: comma-separated yes/no")
+    ap.add_argument("--synth-form", choices=("shipped", "xla"), default="shipped",
+                    help="xla: synthesis without the fused row kernel, for comparison")  # fmt: skip
     ap.add_argument("--model", default=None, help="JSON of ModelConfig fields to change (default: the paper's)")
     args = ap.parse_args(argv)
 
@@ -405,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in s["dtypes"]:
             for batch in s["batches"]:
                 for seconds in s["seconds"]:
-                    emit(synth_row(cfg, mesh, args.target, dtype, batch, seconds, dump))
+                    emit(synth_row(cfg, mesh, args.target, dtype, batch, seconds, dump, args.synth_form))
     if args.only in (None, "train"):
         s = spec["train"]
         for dtype in [d for d in s["dtypes"] if d != "float16"]:

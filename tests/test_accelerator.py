@@ -15,6 +15,7 @@ import pytest
 
 import nanoflow_jax as nf
 from nanoflow_jax.audio.mel import MelConfig
+from nanoflow_jax.models import row_kernel
 from nanoflow_jax.models.audio_params import inference_params, init_params
 from nanoflow_jax.synth.fast import output_length, synthesis_fn
 from nanoflow_jax.train.audio_loss import audio_nll
@@ -37,7 +38,11 @@ def _programs(platform: str, dtype: str = "float32") -> dict[str, str]:
     mel = jax.ShapeDtypeStruct((2, 80, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((2, output_length(frames, CFG)), jnp.float32)
     ip = jax.eval_shape(lambda p: inference_params(model, p), params)
-    export = lambda fn, *args: jax.export.export(jax.jit(fn), platforms=(platform,))(*args).mlir_module()  # noqa: E731
+    kernel = [jax.export.DisabledSafetyCheck.custom_call(row_kernel.CUSTOM_CALL)]
+
+    def export(fn, *args):
+        return jax.export.export(jax.jit(fn), platforms=(platform,), disabled_checks=kernel)(*args).mlir_module()
+
     image_model = nf.ImageFlow(IMAGE_CFG, dtype=dtype)
     images = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
     variables = jax.eval_shape(image_model.init, jax.random.PRNGKey(0), images)

@@ -108,14 +108,19 @@ def cuda_plugin() -> bool:
 @pytest.mark.skipif(not cuda_plugin(), reason="the CUDA extra is not installed")
 def test_audit_command_on_a_tiny_model(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    tiny = json.dumps(dict(n_flows=2, n_layers=2, channels=8, n_groups=4, embed_dim=8))
+    tiny = json.dumps(dict(n_flows=2, n_layers=3, channels=16, n_groups=8, embed_dim=8))
     cmd = [sys.executable, "-m", "bench.gpu_program", "--target", "h100", "--quick", "--model", tiny]
     cmd += ["--seconds", "0.1", "--batches", "1", "--out", str(tmp_path)]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    xla = cmd + ["--only", "synth", "--synth-form", "xla"]
+    subprocess.run(xla, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     rows = [json.loads(line) for line in (tmp_path / "gpu_program.jsonl").read_text().splitlines()]
-    assert [r["program"] for r in rows] == ["synth", "train"]
+    assert [r["program"] for r in rows] == ["synth", "train", "synth (xla)"]
+    # the fused row kernel: fewer launches per layer-row than the XLA row form; one graph per call
+    assert rows[0]["per_layer_row"] < rows[2]["per_layer_row"]
+    assert rows[0]["host_launches"] == 1 and rows[0]["in_graphs"] == 1.0
     for r in rows:
         assert r["launches"] == r["launches_hlo"] > 0
         assert 0 <= r["in_graphs"] <= 1 and 0 < r["host_launches"] <= r["launches"]
         assert r["temp_gb"] > 0 and r["estimate_ms"] > 0
-    assert rows[0]["per_layer_row"] == rows[0]["launches"] / (2 * 4 * 2)
+    assert rows[0]["per_layer_row"] == rows[0]["launches"] / (2 * 8 * 3)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from nanoflow_jax.errors import InputError, UsageError
 from nanoflow_jax.files import atomic_write, check_input_file, first_line, memory_budget, resolve_path
-from nanoflow_jax.models import POLICIES
+from nanoflow_jax.models import POLICIES, row_kernel
 from nanoflow_jax.synth.fast import min_frames, output_length, synthesis_fn
 from nanoflow_jax.synth.vocoder import Vocoder
 
@@ -73,7 +73,10 @@ def export_synthesis(
     mel = jax.ShapeDtypeStruct((batch, cfg.cond_channels, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((batch, t), jnp.float32)
     params = vocoder.params
-    return jax.export.export(jax.jit(lambda m, z: fn(params, m, z)), platforms=platforms)(mel, z)
+    kernel = [jax.export.DisabledSafetyCheck.custom_call(row_kernel.CUSTOM_CALL)]  # the fused row kernel (CUDA)
+    return jax.export.export(jax.jit(lambda m, z: fn(params, m, z)), platforms=platforms, disabled_checks=kernel)(
+        mel, z
+    )
 
 
 def save(exported: jax.export.Exported, path: str, info: dict[str, Any] | None = None) -> dict[str, Any]:

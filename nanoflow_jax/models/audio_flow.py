@@ -301,11 +301,15 @@ class AudioFlow(nn.Module):
         cache_cond: bool = True,
         unroll: int = 1,
         excitation: bool = False,
+        fused: bool = False,
+        interpret: bool = False,
     ) -> Array:
         """The exact inverse as the cached row-by-row form (`models.row_inverse`), one forward pass of
         work: z (B, T), mel (B, bands, F) -> audio (B, T). `widths` (B,): each item's valid columns;
         `cache_cond`: keep the shared layers' conditioning terms for all rows; `unroll`: rows per
-        iteration of the row scan; `excitation`: a source-filter model's output before its filter."""
+        iteration of the row scan; `excitation`: a source-filter model's output before its filter;
+        `fused`: each layer-row one Pallas kernel where `row_inverse.fused_applies` (CUDA programs;
+        `interpret` runs it on CPU)."""
         cfg = self.config
         n = cfg.n_shared
         c = self.condition(mel, z.shape[1])
@@ -333,6 +337,8 @@ class AudioFlow(nn.Module):
             own_weights,
             cond_shared,
             widths,
+            fused and row_inverse.fused_applies(cfg, cond_shared is not None),
+            interpret,
         )
         x = from_rows(x)
         if cfg.source_filter == "none" or excitation:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from nanoflow_jax.flows import Coupling
+from nanoflow_jax.models import row_kernel
 from nanoflow_jax.models.audio_config import ModelConfig
 from nanoflow_jax.models.heads import affine
 from nanoflow_jax.models.precision import Precision
@@ -163,6 +164,8 @@ def cached_inverse(
     own_weights: Callable[[dict], tuple],
     cond_shared: Array | None = None,
     widths: Array | None = None,
+    fused: bool = False,
+    interpret: bool = False,
 ) -> Array:
     """c (B, G, W, bands) conditioning, z (B, G, W) -> x (B, G, W).
 
@@ -171,7 +174,8 @@ def cached_inverse(
     row and bias for that flow, its own layers' row weights); cond_shared: the shared layers'
     conditioning terms, rows first (G, n, B, W, 2C), when kept for all rows (else computed per row);
     widths (B,): each item's valid columns; unroll: rows per iteration of the row scan (G: the whole
-    flow as straight-line code)."""
+    flow as straight-line code); fused: each layer-row one Pallas kernel (`row_kernel`, for programs
+    lowered for CUDA; `interpret` runs it on CPU), where `fused_applies`."""
     b, g, width, _ = c.shape
     n = cfg.n_shared
     row = RowEstimator(cfg, width, precision)
@@ -181,6 +185,9 @@ def cached_inverse(
     if cond_shared is not None:  # (G, n, B, W, 2C): plus the convolutions' biases, kept narrow
         biases = jnp.stack([w["bias"] for w in shared_layers])
         cond_shared = precision.operand(cond_shared + biases[:, None, None])
+    if fused:
+        layout = FusedLayout(row, cond_shared, b, shared_layers, per_flow, own_weights)
+        return jnp.swapaxes(layout.run(jnp.swapaxes(z, 0, 1), mask, coupling, unroll, interpret), 0, 1)
 
     def flow(z, xs):
         front, own = own_weights(xs)
@@ -228,3 +235,87 @@ def select_flow(stacked: Array, k: Array) -> Array:
     device copy at a runtime offset, which splits the loop out of the graph: bench/RESULTS.md)."""
     mask = (jnp.arange(stacked.shape[0]) == k).reshape((-1,) + (1,) * (stacked.ndim - 1))
     return jnp.sum(jnp.where(mask, stacked, jnp.zeros((), stacked.dtype)), axis=0, dtype=stacked.dtype)
+
+
+def fused_applies(cfg: ModelConfig, cache_cond: bool) -> bool:
+    """Whether `cached_inverse(fused=True)` can run this model: every layer shared with its conditioning
+    kept for all rows (the paper's NanoFlow), channels a power of two >= 16. Otherwise the XLA form."""
+    return cache_cond and cfg.n_shared == cfg.n_layers and row_kernel.supported(cfg.channels)
+
+
+class FusedLayout:
+    """The fused form of one call. Prepared once, before the flow loop, for every flow at once: the
+    kernel's weight blocks (the shared layers' conv and residual halves; each flow's skip halves with its
+    head folded in, `RowEstimator.fold_head`), each flow's front row and head constants. Buffers: per
+    layer a ring of its last rows (the current one included) with `margin` zero columns either side; the
+    conditioning padded to whole tiles. The kernel picks a flow's blocks by its index."""
+
+    def __init__(self, row: RowEstimator, cond_shared: Array, batch: int, shared: list, per_flow: dict, own_weights):
+        cfg, c = row.cfg, row.cfg.channels
+        self.row, self.batch, self.channels, self.per_flow = row, batch, c, per_flow
+        self.wt = row_kernel.round_up(row.width, row_kernel.TILE)
+        widest = max([2**j for j, taps in enumerate(row.taps) if len(taps) > 1], default=0)
+        self.margin = row_kernel.round_up(widest, row_kernel.TILE)
+        self.cond = jnp.pad(cond_shared, ((0, 0),) * 3 + ((0, self.wt - row.width), (0, 0)))
+        self.precision = None if row.precision.reduced else row.precision.lax_precision
+        self.ring = [s + 1 for s in row.slots]
+        self.conv = [row_kernel.conv_blocks(w["conv"], c) for w in shared]
+        self.res = [w["res_skip"][:, :c].astype(row.dtype) for w in shared[:-1]] + [None]
+        self.res_bias = [w["res_skip_bias"][:c] for w in shared[:-1]] + [None]
+        folded, self.const, self.scale = jax.vmap(lambda head: row.fold_head(shared, head))(per_flow["head"])
+        # the folded skip halves: (K, L, C, P) -> padded to the kernel's width; their biases are in const
+        skip = jnp.stack([w["out"] if j == cfg.n_layers - 1 else w["out"][..., c:] for j, w in enumerate(folded)], 1)
+        self.skip = jnp.pad(skip, ((0, 0),) * 3 + ((0, row_kernel.SKIP_WIDTH - skip.shape[-1]),))
+        self.fronts = jax.vmap(lambda xs: own_weights(xs)[0])(per_flow)
+        self.bias = per_flow["bias"].astype(jnp.float32)  # (K, L, 2C): every layer's conditioning is kept
+
+    def run(self, z: Array, mask, coupling, unroll: int, interpret: bool) -> Array:
+        """z (G, B, W) -> x (G, B, W), the flows in reverse (`cached_inverse`'s scan)."""
+
+        def flow_k(z, k):
+            return self.flow_rows(z, k, mask, coupling, unroll, interpret), None
+
+        x, _ = jax.lax.scan(flow_k, z, jnp.arange(self.row.cfg.n_flows), reverse=True)
+        return x
+
+    def flow_rows(self, z, k, mask, coupling, unroll, interpret):
+        """Flow k's rows -> x (G, B, W), rows in this flow's order undone."""
+        row, cfg = self.row, self.row.cfg
+        g, width, p = cfg.n_groups, row.width, self.const.shape[-1]
+        pick = functools.partial(jax.tree.map, lambda a: select_flow(a, k))
+        upward, front, const, scale = pick((self.per_flow["upward"], self.fronts, self.const, self.scale))
+        gates = pick(self.per_flow["gates"]) if "gates" in self.per_flow else None
+        rings = [jnp.zeros((n, self.batch, 2 * self.margin + self.wt, self.channels), row.dtype) for n in self.ring]
+
+        def one_row(start, carry, i):
+            x_prev, rings = carry
+            r = jnp.where(upward == 1, g - 1 - i, i)
+            index = jnp.stack([i, r, k]).astype(jnp.int32)
+            h = x_prev[..., None] * front[0] + front[1]
+            proj, new_rings = 0.0, []
+            for j, ring in enumerate(rings):
+                hm = h.astype(row.dtype)
+                if mask is not None:
+                    hm = jnp.where(mask, hm, 0)
+                ring = jax.lax.dynamic_update_slice(ring, hm[None], (i % self.ring[j], 0, self.margin, 0))
+                new_rings.append(ring)
+                lags = row.live_lags(j, start)
+                rows = tuple((2 - len(lags) + m, lag) for m, lag in enumerate(lags)) + ((2, 0),)
+                res, skip = row_kernel.layer_row(
+                    index, ring, self.cond, self.bias, self.conv[j], self.res[j], self.skip,
+                    rows=rows, taps=tuple(row.taps[j]), dilation=2**j, margin=self.margin, layer=j,
+                    precision=self.precision, interpret=interpret,
+                )  # fmt: skip
+                proj = proj + skip[:, :width, :p]
+                if res is not None:
+                    gate = None if gates is None else gates[j]
+                    h = residual_update(h, res[:, :width] + self.res_bias[j], gate, cfg.gate_form)
+            x_row, _ = coupling.inverse(z[i], (proj + const) * scale)
+            return (x_row, new_rings), x_row
+
+        carry, x = (jnp.zeros((self.batch, width), jnp.float32), rings), []
+        for start, end in row.phases():
+            step = functools.partial(one_row, start)
+            carry, x_phase = jax.lax.scan(step, carry, jnp.arange(start, end), unroll=min(unroll, end - start))
+            x.append(x_phase)
+        return jnp.flip(jnp.concatenate(x), 0)

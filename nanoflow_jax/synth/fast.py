@@ -63,15 +63,22 @@ def synthesis_fn(
     model's output before its filter (for chunks that carry the filter's state)."""
     model = AudioFlow(cfg, dtype=precision_policy(dtype).operand_dtype)
 
-    def run(unroll, params, mel, z, widths):
-        return model.apply(params, z, mel, widths, cache_cond, unroll, excitation, method=AudioFlow.fast_inverse)
+    def run(unroll, fused, params, mel, z, widths):
+        args = (widths, cache_cond, unroll, excitation, fused)
+        return model.apply(params, z, mel, *args, method=AudioFlow.fast_inverse)
 
     def fn(params, mel, z, widths=None):
         if unroll is not None:
-            return run(unroll, params, mel, z, widths)
+            return run(unroll, False, params, mel, z, widths)
         leaves, tree = jax.tree.flatten((params, mel, z, widths))
-        per_backend = [lambda *flat, u=u: [run(u, *jax.tree.unflatten(tree, flat))] for u in default_row_unroll(cfg)]
-        return on_platform(cpu=per_backend[0], default=per_backend[1])(*leaves)[0]
+        cpu_unroll, accelerator_unroll = default_row_unroll(cfg)
+
+        def form(u, fused):
+            return lambda *flat: [run(u, fused, *jax.tree.unflatten(tree, flat))]
+
+        # CUDA: each layer-row one Pallas kernel (`models.row_kernel`) where the model allows it
+        forms = dict(cpu=form(cpu_unroll, False), default=form(accelerator_unroll, False))
+        return on_platform(**forms, cuda=form(accelerator_unroll, True))(*leaves)[0]
 
     return jax.jit(fn)
 
