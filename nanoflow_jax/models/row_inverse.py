@@ -187,7 +187,8 @@ def cached_inverse(
         cond_shared = precision.operand(cond_shared + biases[:, None, None])
     if fused:
         layout = FusedLayout(row, cond_shared, b, shared_layers, per_flow, own_weights)
-        return jnp.swapaxes(layout.run(jnp.swapaxes(z, 0, 1), mask, coupling, unroll, interpret), 0, 1)
+        widths = jnp.full((b,), width, jnp.int32) if widths is None else widths.astype(jnp.int32)
+        return jnp.swapaxes(layout.run(jnp.swapaxes(z, 0, 1), widths, coupling, unroll, interpret), 0, 1)
 
     def flow(z, xs):
         front, own = own_weights(xs)
@@ -269,53 +270,58 @@ class FusedLayout:
         self.fronts = jax.vmap(lambda xs: own_weights(xs)[0])(per_flow)
         self.bias = per_flow["bias"].astype(jnp.float32)  # (K, L, 2C): every layer's conditioning is kept
 
-    def run(self, z: Array, mask, coupling, unroll: int, interpret: bool) -> Array:
-        """z (G, B, W) -> x (G, B, W), the flows in reverse (`cached_inverse`'s scan)."""
+    def run(self, z: Array, widths: Array, coupling, unroll: int, interpret: bool) -> Array:
+        """z (G, B, W) -> x (G, B, W), the flows in reverse (`cached_inverse`'s scan). The rings are
+        zeroed once: a flow never reads a row before its first (`RowEstimator.phases`), and the margins
+        are never written."""
+        row = self.row
+        rings = [jnp.zeros((n, self.batch, 2 * self.margin + self.wt, self.channels), row.dtype) for n in self.ring]
 
-        def flow_k(z, k):
-            return self.flow_rows(z, k, mask, coupling, unroll, interpret), None
+        def flow_k(carry, k):
+            z, rings = carry
+            x, rings = self.flow_rows(z, k, rings, widths, coupling, unroll, interpret)
+            return (x, rings), None
 
-        x, _ = jax.lax.scan(flow_k, z, jnp.arange(self.row.cfg.n_flows), reverse=True)
+        (x, _), _ = jax.lax.scan(flow_k, (z, rings), jnp.arange(row.cfg.n_flows), reverse=True)
         return x
 
-    def flow_rows(self, z, k, mask, coupling, unroll, interpret):
-        """Flow k's rows -> x (G, B, W), rows in this flow's order undone."""
-        row, cfg = self.row, self.row.cfg
-        g, width, p = cfg.n_groups, row.width, self.const.shape[-1]
+    def flow_rows(self, z, k, rings, widths, coupling, unroll, interpret):
+        """Flow k's rows -> (x (G, B, W), rows in this flow's order undone; the rings)."""
+        row, cfg, last = self.row, self.row.cfg, self.row.cfg.n_layers - 1
+        g, width, p, wt = cfg.n_groups, row.width, self.const.shape[-1], self.wt
         pick = functools.partial(jax.tree.map, lambda a: select_flow(a, k))
         upward, front, const, scale = pick((self.per_flow["upward"], self.fronts, self.const, self.scale))
-        gates = pick(self.per_flow["gates"]) if "gates" in self.per_flow else None
-        rings = [jnp.zeros((n, self.batch, 2 * self.margin + self.wt, self.channels), row.dtype) for n in self.ring]
+        gates = self.per_flow.get("gates")
+        valid = (jnp.arange(wt)[None, :] < widths[:, None])[..., None]
 
         def one_row(start, carry, i):
             x_prev, rings = carry
             r = jnp.where(upward == 1, g - 1 - i, i)
             index = jnp.stack([i, r, k]).astype(jnp.int32)
-            h = x_prev[..., None] * front[0] + front[1]
-            proj, new_rings = 0.0, []
-            for j, ring in enumerate(rings):
-                hm = h.astype(row.dtype)
-                if mask is not None:
-                    hm = jnp.where(mask, hm, 0)
-                ring = jax.lax.dynamic_update_slice(ring, hm[None], (i % self.ring[j], 0, self.margin, 0))
-                new_rings.append(ring)
+            h = jnp.pad(x_prev, ((0, 0), (0, wt - width)))[..., None] * front[0] + front[1]
+            first = jnp.where(valid, h, 0).astype(row.dtype)[None]
+            rings = list(rings)
+            rings[0] = jax.lax.dynamic_update_slice(rings[0], first, (i % self.ring[0], 0, self.margin, 0))
+            proj = jnp.zeros((self.batch, wt, row_kernel.SKIP_WIDTH), jnp.float32)
+            for j in range(cfg.n_layers):
                 lags = row.live_lags(j, start)
-                rows = tuple((2 - len(lags) + m, lag) for m, lag in enumerate(lags)) + ((2, 0),)
-                res, skip = row_kernel.layer_row(
-                    index, ring, self.cond, self.bias, self.conv[j], self.res[j], self.skip,
-                    rows=rows, taps=tuple(row.taps[j]), dilation=2**j, margin=self.margin, layer=j,
+                static = dict(
+                    rows=tuple((2 - len(lags) + m, lag) for m, lag in enumerate(lags)) + ((2, 0),),
+                    taps=tuple(row.taps[j]), dilation=2**j, margin=self.margin, layer=j, gate_form=cfg.gate_form,
                     precision=self.precision, interpret=interpret,
                 )  # fmt: skip
-                proj = proj + skip[:, :width, :p]
-                if res is not None:
-                    gate = None if gates is None else gates[j]
-                    h = residual_update(h, res[:, :width] + self.res_bias[j], gate, cfg.gate_form)
-            x_row, _ = coupling.inverse(z[i], (proj + const) * scale)
-            return (x_row, new_rings), x_row
+                args = (index, widths, rings[j], self.cond, self.bias, self.conv[j], self.skip, proj)
+                if j == last:
+                    (proj,) = row_kernel.layer_row(*args, **static)
+                else:
+                    more = (h, self.res[j], self.res_bias[j], gates, rings[j + 1])
+                    h, rings[j + 1], proj = row_kernel.layer_row(*args, *more, **static)
+            x_row, _ = coupling.inverse(z[i], (proj[:, :width, :p] + const) * scale)
+            return (x_row, rings), x_row
 
         carry, x = (jnp.zeros((self.batch, width), jnp.float32), rings), []
         for start, end in row.phases():
             step = functools.partial(one_row, start)
             carry, x_phase = jax.lax.scan(step, carry, jnp.arange(start, end), unroll=min(unroll, end - start))
             x.append(x_phase)
-        return jnp.flip(jnp.concatenate(x), 0)
+        return jnp.flip(jnp.concatenate(x), 0), carry[1]
