@@ -83,3 +83,22 @@ def test_a_cuda_program_has_one_kernel_per_layer_row():
     # launches per layer-row are counted in the compiled program by bench.gpu_program's test)
     assert cuda.count(f"@{row_kernel.CUSTOM_CALL}") >= cfg.n_layers
     assert row_kernel.CUSTOM_CALL not in cpu
+
+
+def test_fused_rows_give_the_official_synthesis():
+    """The golden NanoFlow (C=32, every layer shared): the fused rows from the official z and mel give
+    the official code's audio."""
+    import os
+
+    from tests.conftest import DATA
+    from tests.test_golden import flat, official_config
+
+    d = dict(np.load(os.path.join(DATA, "nanoflow_small.npz")))
+    state_dict = {k[len("param/") :]: v for k, v in d.items() if k.startswith("param/")}
+    model, params = nf.load_official(state_dict, official_config("nanoflow_small"))
+    cfg = model.config
+    assert fused_applies(cfg, True)
+    ip = nf.inference_params(model, params)
+    args = (None, True, cfg.n_groups, False, True, True)  # widths, cache_cond, unroll, excitation, fused, interpret
+    audio = model.apply(ip, flat(d["z_syn"]), d["mel"], *args, method=AudioFlow.fast_inverse)
+    np.testing.assert_allclose(audio, d["audio_syn_slow"], atol=1e-4, rtol=0)
