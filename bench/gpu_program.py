@@ -45,9 +45,9 @@ from typing import Any
 
 TARGETS = Path(__file__).parent / "gpu_targets"
 PEAK_TFLOPS = {  # dense, no sparsity: the data sheets (SXM parts)
-    "a100": {"float32": 19.5, "bfloat16": 312.0, "float16": 312.0},
-    "h100": {"float32": 67.0, "bfloat16": 989.4, "float16": 989.4},
-    "h200": {"float32": 67.0, "bfloat16": 989.4, "float16": 989.4},
+    "a100": {"float32": 19.5, "tensorfloat32": 156.0, "bfloat16": 312.0, "float16": 312.0},
+    "h100": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+    "h200": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
 }
 KEEP = bool(os.environ.get("GPU_PROGRAM_KEEP_DUMP"))  # keep XLA's dump (its folder is printed first)
 LAUNCH_US, GRAPH_NODE_US = 4.0, 1.0  # estimate constants: a stream launch, a node replayed in a graph

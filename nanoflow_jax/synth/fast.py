@@ -76,9 +76,12 @@ def synthesis_fn(
         def form(u, fused):
             return lambda *flat: [run(u, fused, *jax.tree.unflatten(tree, flat))]
 
-        # CUDA: each layer-row one Pallas kernel (`models.row_kernel`) where the model allows it
+        # CUDA: each layer-row one Pallas kernel (`models.row_kernel`) where the model allows it, with
+        # bfloat16 / float16 operands; float32 and TF32 stay with XLA's GEMMs (Triton compiled the
+        # paper model's float32 program for over 10 minutes, TF32 for over 4: bench/RESULTS.md)
         forms = dict(cpu=form(cpu_unroll, False), default=form(accelerator_unroll, False))
-        return on_platform(**forms, cuda=form(accelerator_unroll, True))(*leaves)[0]
+        cuda = form(accelerator_unroll, precision_policy(dtype).reduced)
+        return on_platform(**forms, cuda=cuda)(*leaves)[0]
 
     return jax.jit(fn)
 
