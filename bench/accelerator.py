@@ -45,6 +45,7 @@ import jax
 import numpy as np
 
 from bench.common import (
+    PEAK_TFLOPS,
     forward_flops_per_sample,
     median,
     paper_model,
@@ -55,14 +56,6 @@ from bench.common import (
     working_params,
 )
 
-# dense peak FLOP/s by device kind and policy (vendor data sheets; SXM parts, no sparsity)
-PEAK_TFLOPS = {
-    "NVIDIA H200": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-    "NVIDIA H100 80GB HBM3": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-    "NVIDIA A100-SXM4-80GB": {"float32": 19.5, "tensorfloat32": 156.0, "bfloat16": 312.0, "float16": 312.0},
-    "NVIDIA A100-SXM4-40GB": {"float32": 19.5, "tensorfloat32": 156.0, "bfloat16": 312.0, "float16": 312.0},
-    "Tesla V100-SXM2-16GB": {"float32": 15.7, "tensorfloat32": 15.7, "bfloat16": None, "float16": 125.0},
-}
 FULL = dict(
     model=dict(),  # the paper's
     synth=dict(dtypes=("float32", "tensorfloat32", "bfloat16", "float16"), batches=(1, 8, 32), frames=(172, 688)),

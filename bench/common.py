@@ -20,6 +20,16 @@ import numpy as np
 from nanoflow_jax.models import AudioFlow, ModelConfig
 from nanoflow_jax.models.audio_params import inference_params, init_params
 
+# dense peak TFLOP/s by device kind (jax's `device_kind`, also what bench/gpu_targets/ report) and
+# policy: vendor data sheets, SXM parts, no sparsity
+PEAK_TFLOPS = {
+    "NVIDIA H200": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+    "NVIDIA H100 80GB HBM3": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
+    "NVIDIA A100-SXM4-80GB": {"float32": 19.5, "tensorfloat32": 156.0, "bfloat16": 312.0, "float16": 312.0},
+    "NVIDIA A100-SXM4-40GB": {"float32": 19.5, "tensorfloat32": 156.0, "bfloat16": 312.0, "float16": 312.0},
+    "Tesla V100-SXM2-16GB": {"float32": 15.7, "tensorfloat32": 15.7, "bfloat16": None, "float16": 125.0},
+}
+
 
 def paper_model(**fields: Any) -> ModelConfig:
     """The paper's NanoFlow (C=128, L=8, K=8, G=16, D=512): ModelConfig's defaults, which are

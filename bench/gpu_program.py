@@ -44,11 +44,6 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = Path(__file__).parent / "gpu_targets"
-PEAK_TFLOPS = {  # dense, no sparsity: the data sheets (SXM parts)
-    "a100": {"float32": 19.5, "tensorfloat32": 156.0, "bfloat16": 312.0, "float16": 312.0},
-    "h100": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-    "h200": {"float32": 67.0, "tensorfloat32": 494.7, "bfloat16": 989.4, "float16": 989.4},
-}
 KEEP = bool(os.environ.get("GPU_PROGRAM_KEEP_DUMP"))  # keep XLA's dump (its folder is printed first)
 LAUNCH_US, GRAPH_NODE_US = 4.0, 1.0  # estimate constants: a stream launch, a node replayed in a graph
 FULL = dict(
@@ -66,7 +61,6 @@ QUICK = dict(
 class Thunk:
     kind: str
     ident: int
-    name: str
     children: list[Thunk] = field(default_factory=list)  # a command buffer's or sequence's commands
     condition: list[Thunk] = field(default_factory=list)  # a while loop's
     body: list[Thunk] = field(default_factory=list)
@@ -103,8 +97,7 @@ def parse_thunks(text: str) -> list[Thunk]:
             stack.pop()
         while owners and owners[-1][0] >= indent:
             owners.pop()
-        rest = m.group(4).split()
-        last = Thunk(m.group(3), int(m.group(2)), rest[0] if rest else "")
+        last = Thunk(m.group(3), int(m.group(2)))
         stack[-1][1].append(last)
         owners.append((indent, last))
         stack.append((indent, last.children))
@@ -277,6 +270,13 @@ def audit(lowered, dump: Path, keep: bool = False) -> tuple[Any, dict]:
     }
 
 
+def peak_tflops(mesh, dtype: str) -> float:
+    """The dense peak of the mesh's card for the policy (`bench.common.PEAK_TFLOPS`, by device kind)."""
+    from bench.common import PEAK_TFLOPS
+
+    return PEAK_TFLOPS[mesh.devices.flat[0].device_kind][dtype]
+
+
 def estimate_ms(row: dict, flops: float, peak_tflops: float) -> dict:
     """The labelled estimate of a row (see the module's docstring) for a card of that dense peak."""
     compute = flops / (peak_tflops * 1e12) * 1e3
@@ -285,7 +285,7 @@ def estimate_ms(row: dict, flops: float, peak_tflops: float) -> dict:
     return {"estimate_compute_ms": compute, "estimate_launch_ms": floor, "estimate_ms": max(compute, floor)}
 
 
-def synth_row(cfg, mesh, target, dtype, batch, seconds, dump, form="shipped") -> dict:
+def synth_row(cfg, mesh, dtype, batch, seconds, dump, form="shipped") -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -305,7 +305,7 @@ def synth_row(cfg, mesh, target, dtype, batch, seconds, dump, form="shipped") ->
     fn = synthesis_fn(cfg, dtype, cache_cond=cache_cond_fits(cfg, batch, t), unroll=unroll)
     _, row = audit(fn.lower(*specs((params, mel, z), mesh)), dump, KEEP)
     row["per_layer_row"] = row["launches"] / (cfg.n_flows * cfg.n_groups * cfg.n_layers)
-    row.update(estimate_ms(row, forward_flops_per_sample(cfg) * batch * t, PEAK_TFLOPS[target][dtype]))
+    row.update(estimate_ms(row, forward_flops_per_sample(cfg) * batch * t, peak_tflops(mesh, dtype)))
     return {
         "program": "synth" if form == "shipped" else f"synth ({form})",
         "dtype": dtype,
@@ -316,7 +316,7 @@ def synth_row(cfg, mesh, target, dtype, batch, seconds, dump, form="shipped") ->
     }
 
 
-def train_row(cfg, mesh, target, dtype, batch, segment, remat, dump) -> dict:
+def train_row(cfg, mesh, dtype, batch, segment, remat, dump) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -334,7 +334,13 @@ def train_row(cfg, mesh, target, dtype, batch, segment, remat, dump) -> dict:
     state = jax.eval_shape(lambda: init_state(init_params(model, jax.random.PRNGKey(0)), tx, jax.random.PRNGKey(1)))
     x = jax.ShapeDtypeStruct((batch, segment), jnp.float32)
     _, row = audit(step.lower(*specs((state, x), mesh)), dump, KEEP)
-    row.update(estimate_ms(row, 3 * forward_flops_per_sample(cfg) * batch * segment, PEAK_TFLOPS[target][dtype]))
+    row.update(
+        estimate_ms(
+            row,
+            3 * forward_flops_per_sample(cfg) * batch * segment,
+            peak_tflops(mesh, dtype),
+        )
+    )
     return {"program": "train", "dtype": dtype, "batch": batch, "segment": segment, "remat": remat, **row}
 
 
@@ -416,13 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in s["dtypes"]:
             for batch in s["batches"]:
                 for seconds in s["seconds"]:
-                    emit(synth_row(cfg, mesh, args.target, dtype, batch, seconds, dump, args.synth_form))
+                    emit(synth_row(cfg, mesh, dtype, batch, seconds, dump, args.synth_form))
     if args.only in (None, "train"):
         s = spec["train"]
         for dtype in [d for d in s["dtypes"] if d != "float16"]:
             for batch in s["batches"]:
                 for remat in s["remats"]:
-                    emit(train_row(cfg, mesh, args.target, dtype, batch, s["segment"], remat, dump))
+                    emit(train_row(cfg, mesh, dtype, batch, s["segment"], remat, dump))
     print(table(rows))
     if out:
         (out / "gpu_program.md").write_text(table(rows) + "\n")

@@ -1,14 +1,15 @@
-"""One estimator layer on one row of the cached inverse as one GPU kernel (Pallas, Triton backend): the
-3 x 3 convolution's live taps, the conditioning, the gate and the residual / skip matmuls, per tile of
-TILE columns. `models.row_inverse` uses it in programs lowered for CUDA (`fused=True`); elsewhere, and
-in interpret mode on CPU for the tests, it is the same arithmetic as the XLA row form.
+"""One estimator layer on one row of the cached inverse as one GPU kernel (Pallas, Triton backend), per
+tile of TILE columns: the 3 x 3 convolution's live taps, the conditioning, the gate, the residual / skip
+matmuls, the residual update, the skip sum and the next layer's input row. `models.row_inverse` uses it
+in programs lowered for CUDA (`fused=True`); in interpret mode on CPU (the tests) it is the same
+arithmetic as the XLA row form.
 
 Layout (why): Triton loads only power-of-two blocks, and a tile of output columns reads its input at
 +-2**j columns (the layer's width dilation). The layer's input rows therefore live in a ring whose rows
 have `margin` zero columns either side (margin >= the largest dilation, a multiple of TILE), so every
-load is in bounds and no mask is needed; the conditioning is padded to whole tiles once per call. What
-stays outside the kernel, in one XLA fusion per layer-row: writing the row into its ring, the residual
-update (with the flow's gate) and the skip sum.
+load is in bounds and no mask is needed; the conditioning is padded to whole tiles once per call. The
+residual stream, the next layer's ring and the skip sum are updated in place (aliased); what stays
+outside, once per row: the first layer's input row and the coupling.
 """
 
 from __future__ import annotations
